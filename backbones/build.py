@@ -1,0 +1,51 @@
+"""Build "backbone + neck" (one Backbone to every head) from the `backbone` and `neck` configs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .base import Backbone
+from .norm import convert_norm
+from .registry import BACKBONES, NECKS
+from .staged import LEVELS
+
+# keys of the `backbone` config that are read by the task, not by the builder
+TASK_KEYS = ("lr_mult",)
+
+
+def build_backbone(
+    name: str,
+    *,
+    out_levels: Sequence[str] = LEVELS,
+    in_chans: int = 3,
+    norm: str = "bn",
+    freeze_at: int = 0,
+    kwargs: Mapping[str, Any] | None = None,
+    **builder_args: Any,
+) -> Backbone:
+    """Build a registered backbone.
+
+    Args:
+        name: a registry name (`resnet50`, `resnext101_32x8d`, `timm`, ...).
+        out_levels: which of c1..c5 `forward` returns.
+        in_chans: input image channels.
+        norm: `bn`, `frozen_bn`, `sync_bn` or `gn`.
+        freeze_at: freeze everything producing c1..c{freeze_at} (0 nothing, 1 stem, 2 stem + first stage).
+        kwargs: passed to the underlying torchvision / timm constructor (e.g. `drop_path_rate`).
+        builder_args: builder-specific arguments (`model_name` for `timm`).
+    """
+    model = BACKBONES.build(name, in_chans=in_chans, out_levels=list(out_levels), **builder_args, **(kwargs or {}))
+    model = convert_norm(model, norm)
+    model.freeze(freeze_at)
+    return model
+
+
+def build_body(backbone: Mapping[str, Any], neck: Mapping[str, Any] | None = None) -> Backbone:
+    """`backbone` / `neck` are the resolved config groups (`{"name": ..., **options}`)."""
+    args = {k: v for k, v in backbone.items() if k not in TASK_KEYS}
+    body = build_backbone(**args)
+    if neck is None:
+        return body
+    neck_args = dict(neck)
+    return NECKS.build(neck_args.pop("name"), body=body, **neck_args)

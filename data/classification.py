@@ -1,0 +1,102 @@
+"""LightningDataModule for classification on an ImageFolder (given, or the generated synthetic one)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from .errors import DataError
+from .imagefolder import FolderIndex, ImageFolderDataset, scan_split
+from .synthetic import synthetic_classification
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transforms
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Reads `root/train/<class>/*`, `root/val/<class>/*` and, if present, `root/test/<class>/*` (else tests on val).
+
+    Args:
+        root: dataset folder; `None` with `synthetic` set means "generate the synthetic set and use it".
+        synthetic: arguments of `data.synthetic.synthetic_classification`.
+        image_size: side of the square crops fed to the model.
+        augment: options of `classification_transforms` for training (scale, hflip, color_jitter, crop_pct).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        *,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        augment: Mapping[str, Any] | None = None,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        synthetic: Mapping[str, Any] | None = None,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if root is None and synthetic is None:
+            raise DataError("data.root is not set: pass data.root=/path/to/imagefolder (with train/ and val/)")
+        self.root = Path(root).expanduser() if root is not None else None
+        self.synthetic = dict(synthetic) if synthetic else None
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        self.augment = dict(augment or {})
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self._splits: dict[str, FolderIndex] = {}
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set on first use (idempotent; runs on one process per node)."""
+        if self.root is None:
+            self.root = synthetic_classification(**self.synthetic)
+
+    def _index(self, split: str) -> FolderIndex:
+        if split not in self._splits:
+            if self.root is None:
+                self.prepare_data()
+            classes = None if split == "train" else self._index("train").classes
+            split_dir = self.root / split
+            if split == "test" and not split_dir.exists():
+                split_dir = self.root / "val"  # no test split: test on val, as documented
+            self._splits[split] = scan_split(split_dir, classes)
+        return self._splits[split]
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order, from the train split's folder names."""
+        return self._index("train").classes
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in splits.get(stage or "fit", ("train", "val", "test")):
+            self._index(split)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        tf = classification_transforms(train, self.image_size, mean=self.mean, std=self.std,
+                                       **(self.augment if train else {"crop_pct": self.augment.get("crop_pct", 0.875)}))
+        return DataLoader(
+            ImageFolderDataset(self._index(split), tf),
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(self._index(split).samples) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

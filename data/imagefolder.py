@@ -1,0 +1,82 @@
+"""ImageFolder classification data: `root/<split>/<class>/<image>`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .errors import DataError
+from .images import is_image_file, load_rgb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FolderIndex:
+    """The files of one split: `samples[i] = (path, class index)`."""
+
+    split_dir: Path
+    classes: list[str]
+    samples: list[tuple[Path, int]]
+
+
+def scan_split(split_dir: Path, classes: Sequence[str] | None = None) -> FolderIndex:
+    """List `split_dir/<class>/*` images; `classes` (from train) fixes the class order for val/test.
+
+    Raises DataError naming the path when the split is missing or empty, a class folder has no images,
+    or val/test has a class that train does not.
+    """
+    if not split_dir.is_dir():
+        raise DataError(f"split directory {split_dir} does not exist; create it with one sub-folder per class")
+    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise DataError(
+            f"split directory {split_dir} has no class folders; put images in {split_dir}/<class name>/"
+        )
+    if classes is None:
+        classes = found
+    else:
+        extra = sorted(set(found) - set(classes))
+        if extra:
+            raise DataError(
+                f"{split_dir} has class folders {extra} that the train split does not have; "
+                "every class must appear in train (rename or remove them)"
+            )
+    samples: list[tuple[Path, int]] = []
+    skipped: list[Path] = []
+    for label, name in enumerate(classes):
+        folder = split_dir / name
+        if not folder.is_dir():
+            continue  # a class absent from val/test is allowed; train defines the classes
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        images = [p for p in files if is_image_file(p)]
+        skipped += [p for p in files if not is_image_file(p)]
+        if not images:
+            raise DataError(
+                f"class folder {folder} has no images (PNG/JPEG); add images or remove the folder"
+            )
+        samples += [(p, label) for p in images]
+    if skipped:
+        log.warning("%s: ignored %d files that are not images, e.g. %s", split_dir, len(skipped), skipped[0])
+    return FolderIndex(split_dir, list(classes), samples)
+
+
+class ImageFolderDataset(Dataset):
+    """Items are `(image (3, H, W) float, label int)` after `transform`."""
+
+    def __init__(self, index: FolderIndex, transform: Callable | None = None) -> None:
+        self.index = index
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.index.samples)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        path, label = self.index.samples[i]
+        img = load_rgb(path)
+        return (self.transform(img) if self.transform else img), label

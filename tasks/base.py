@@ -1,0 +1,72 @@
+"""What every task's LightningModule shares: optimizer param groups, schedules, the config in checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from backbones import Backbone
+
+OptimizerFactory = Callable[..., Optimizer]
+SchedulerFactory = Callable[..., LRScheduler]
+
+
+def backbone_of(body: nn.Module) -> nn.Module:
+    """The registry backbone inside "backbone + neck": necks keep the backbone they wrap as `.body`."""
+    inner = getattr(body, "body", None)
+    return inner if isinstance(inner, Backbone) else body
+
+
+class TaskModule(L.LightningModule):
+    """Base of the task modules. `model.body` is the backbone (+ neck); the rest of `model` is the head.
+
+    Args:
+        model: the task's nn.Module, with a `body` attribute.
+        optimizer: `partial(torch.optim.X, lr=..., ...)` taking param groups.
+        scheduler: `partial(schedule, total_steps=...)` taking the optimizer and `total_steps`, or None.
+        backbone_lr_mult: the registry backbone's lr is `lr * backbone_lr_mult` (the neck and head keep `lr`).
+        class_names: label order of the dataset, stored with the model.
+        run_config: the resolved run config, stored in every checkpoint so the model can be rebuilt from it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        *,
+        backbone_lr_mult: float = 1.0,
+        class_names: list[str] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.backbone_lr_mult = backbone_lr_mult
+        self.class_names = list(class_names or [])
+        self.save_hyperparameters({"class_names": self.class_names, "config": dict(run_config or {})})
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Backbone parameters with `lr_mult`, everything else at the base lr; frozen ones left out."""
+        backbone_ids = {id(p) for p in backbone_of(self.model.body).parameters()}
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in trainable if id(p) not in backbone_ids], "lr_mult": 1.0},
+            {"params": [p for p in trainable if id(p) in backbone_ids], "lr_mult": self.backbone_lr_mult},
+        ]
+        return [g for g in groups if g["params"] and g["lr_mult"] > 0]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.param_groups())
+        for group in optimizer.param_groups:
+            group["lr"] *= group["lr_mult"]  # before the scheduler records each group's initial lr
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

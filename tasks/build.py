@@ -1,0 +1,36 @@
+"""Config -> objects: the model and the task module, shared by train.py and the other entry points."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from backbones import build_body
+
+from .base import TaskModule
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
+    """backbone (+ neck) from the registry, then the task's head sized by `num_classes`."""
+    backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
+    neck = OmegaConf.to_container(cfg.neck, resolve=True)
+    return instantiate(cfg.task.model, body=build_body(backbone, neck), num_classes=num_classes)
+
+
+def build_task(cfg: DictConfig, class_names: Sequence[str]) -> TaskModule:
+    """The task's LightningModule, carrying the resolved config and class names into its checkpoints."""
+    model = build_model(cfg, len(class_names))
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    # a partial, so the objects and the stored config below are passed as they are, not re-instantiated
+    module_cls = instantiate(cfg.task.module, _partial_=True)
+    return module_cls(
+        model=model,
+        optimizer=instantiate(cfg.optim),
+        scheduler=scheduler,
+        backbone_lr_mult=cfg.backbone.lr_mult,
+        class_names=list(class_names),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )

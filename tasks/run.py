@@ -1,0 +1,109 @@
+"""fit -> test -> report: the body of train.py, kept out of the entry point so tests and sweeps reuse it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from .build import build_task
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every `{_target_: ...}` value of a dict-shaped group (callbacks); skip empty ones."""
+    if not group:
+        return []
+    return [instantiate(node) for node in group.values() if node and "_target_" in node]
+
+
+@rank_zero_only
+def _save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+@rank_zero_only
+def _report(metrics: dict[str, float], best: str, run_dir: Path) -> None:
+    table = Table(title="Test results", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(metrics.items()):
+        table.add_row(name, f"{value:.4f}")
+    console = Console()
+    console.print(table)
+    # soft_wrap: paths stay on one line (copy-pasteable) however narrow the terminal or log
+    console.print(f"best checkpoint: {best or '(none saved)'}", soft_wrap=True, highlight=False)
+    console.print(f"run directory:   {run_dir}", soft_wrap=True, highlight=False)
+
+
+def _single_log_stream() -> None:
+    """`import lightning` attaches its own console handler; under Hydra's root handler that prints every line
+    twice, so let Lightning's records go through the root (console + the run's train.log) only."""
+    if logging.getLogger().hasHandlers():
+        logging.getLogger("lightning").handlers.clear()
+
+
+def _example_input(cfg: DictConfig) -> torch.Tensor | None:
+    """A batch shaped like the data, so the model summary shows in/out sizes and FLOPs."""
+    size = cfg.data.get("image_size")
+    return torch.zeros(2, cfg.backbone.in_chans, size, size) if size else None
+
+
+def check_complete(cfg: DictConfig) -> None:
+    """Fail before any work when a mandatory value (`???`) was not given."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(
+            f"missing mandatory config value(s): {', '.join(missing)}; set them on the command line, "
+            f"e.g. `python train.py ... {missing[0]}=<value>`"
+        )
+
+
+def _sync_batchnorm_only_on_gpu(trainer_cfg: DictConfig) -> None:
+    """torch's SyncBatchNorm runs only on CUDA; under CPU DDP (gloo) fall back to per-process BatchNorm."""
+    on_cpu = trainer_cfg.accelerator == "cpu" or (trainer_cfg.accelerator == "auto" and not torch.cuda.is_available())
+    if trainer_cfg.get("sync_batchnorm") and on_cpu:
+        log.warning("trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm is CUDA-only): disabled on CPU")
+        trainer_cfg.sync_batchnorm = False
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit on train/val, test the best checkpoint, print and return the test metrics."""
+    check_complete(cfg)
+    _single_log_stream()
+    _sync_batchnorm_only_on_gpu(cfg.trainer)  # before the config is stored, so it records what ran
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    _save_resolved_config(cfg, run_dir)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()  # idempotent; the class list must exist before the head is built
+    module = build_task(cfg, datamodule.class_names)
+    module.example_input_array = _example_input(cfg)
+
+    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=logger)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    metrics: dict[str, float] = {}
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.test_after_fit:
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    _report(metrics, best, run_dir)
+    if logger and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+        import wandb
+
+        wandb.finish()  # close the run so a multirun's next job starts a new one
+    return metrics

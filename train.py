@@ -1,0 +1,24 @@
+"""Train, validate and test a Cerberus model. `python train.py --help` lists the config groups.
+
+    python train.py                                   # classification on the built-in synthetic set
+    python train.py task=classification backbone=resnet50 data=imagefolder data.root=/my/data
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from backbones.hydra_configs import register_configs
+
+register_configs()  # the `backbone` and `neck` groups come from the registry
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from tasks.run import train  # heavy imports after Hydra has parsed (fast --help, fast config errors)
+
+    metrics = train(cfg)
+    return metrics.get(cfg.task.monitor.replace("val/", "test/"))  # the value a sweeper would optimise
+
+
+if __name__ == "__main__":
+    main()
