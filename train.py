@@ -4,12 +4,16 @@
     python train.py task=classification backbone=resnet50 data=imagefolder data.root=/my/data
 """
 
+import warnings
+
 import hydra
 from omegaconf import DictConfig
 
 from backbones.hydra_configs import register_configs
 
 register_configs()  # the `backbone` and `neck` groups come from the registry
+# Lightning 2.6 calls a torch pytree API that torch >= 2.10 deprecates: noise for every user, nothing to act on
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
