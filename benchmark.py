@@ -1,16 +1,20 @@
-"""Training throughput: Cerberus (Hydra config -> registry -> LightningModule -> Trainer) against a plain
-hand-written PyTorch loop, same torchvision ResNet, same in-memory data and batch size, in one process.
+"""Throughput of Cerberus (Hydra config -> registry -> LightningModule -> Trainer) against plain loops over the
+same torchvision models, same in-memory data and batch size, in one process.
 
-    uv run python benchmark.py                       # resnet18, 64 px, batch 32
-    uv run python benchmark.py --backbone resnet50 --image-size 128 --repeats 5
+    uv run python benchmark.py                                  # classification: resnet18, 64 px, batch 32
+    uv run python benchmark.py --task detection                 # Faster R-CNN: resnet50 + FPN, 128 px, batch 4
 
-Two measurements, both printed:
-- paired: inside one Cerberus run, a callback runs one plain-loop step (its own model and optimizer) on
-  the same batch right after each Cerberus step, so both see the same machine state step by step; all of
-  Lightning's per-step work stays inside Cerberus' interval. This is the figure to quote on a noisy machine.
-- sequential: whole runs of each, alternating which goes first.
-images/s counts steps after `--warmup`; medians over `--repeats`. Cerberus' side carries everything a
-real run has per step: torchmetrics accuracy, `self.log`, the LR scheduler, LR monitor, Rich progress bar.
+classification: Cerberus' training against a hand-written loop over the same torchvision ResNet.
+detection: Cerberus' training and inference against torchvision's own `fasterrcnn_resnet50_fpn` construction
+(`_resnet_fpn_extractor`, FrozenBatchNorm, same trainable stages) with the task's detector settings.
+
+Two measurements:
+- paired: inside one Cerberus run, a callback runs one plain step (its own model and optimizer) on the same
+  batch right after each Cerberus step, so both see the same machine state step by step; all of
+  Lightning's per-step work stays inside Cerberus' interval. The figure to quote on a noisy machine.
+- sequential (classification): whole runs of each, alternating which goes first.
+images/s counts steps after `--warmup`; medians over `--repeats`. Cerberus carries everything a real run has
+per step: its metrics, `self.log`, the LR scheduler, LR monitor and the Rich progress bar.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -31,11 +36,48 @@ from torch.utils.data import DataLoader, TensorDataset
 from tasks.build import build_task
 from tasks.config import compose_config
 
-
 OVERRIDES = ["optim=sgd", "optim.lr=0.01", "logger=csv", "data.num_workers=0"]
 
 
-class PlainStep:
+class StepTimer(L.Callback):
+    """Times every Cerberus train / predict step; with `paired`, also runs and times one plain step after each."""
+
+    def __init__(self, paired: Callable | None = None) -> None:
+        self.paired = paired
+        self.last: float | None = None
+        self.cerberus_s: list[float] = []
+        self.plain_s: list[float] = []
+
+    def _after_step(self, batch) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            self.cerberus_s.append(now - self.last)
+        if self.paired is not None:
+            self.paired(batch)
+            self.plain_s.append(time.perf_counter() - now)
+        self.last = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self._after_step(batch)
+
+    def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._after_step(batch)
+
+
+def images_per_second(seconds: list[float], warmup: int, batch: int) -> float:
+    steady = seconds[warmup:]
+    return batch * len(steady) / sum(steady)
+
+
+def make_trainer(cfg, timer: StepTimer) -> L.Trainer:
+    callbacks = [instantiate(c) for name, c in cfg.callbacks.items() if name != "model_checkpoint"]
+    return instantiate(cfg.trainer, max_epochs=1, limit_val_batches=0, enable_checkpointing=False,
+                       num_sanity_val_steps=0, callbacks=[*callbacks, timer], logger=instantiate(cfg.logger))
+
+
+# --- classification ---------------------------------------------------------------------------------------
+
+class PlainClassifierStep:
     """What a user would write by hand: torchvision model, cross-entropy, and the same optimizer
     (built from the same `optim` config partial: SGD, momentum 0.9, Nesterov, weight decay 1e-4)."""
 
@@ -44,103 +86,168 @@ class PlainStep:
         self.opt = optimizer(self.model.parameters())
         self.criterion = nn.CrossEntropyLoss()
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def __call__(self, batch) -> None:
+        images, labels = batch
         loss = self.criterion(self.model(images), labels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
 
 
-class StepTimer(L.Callback):
-    """Timestamps every Cerberus step; with `paired`, also runs and times one plain step after each."""
-
-    def __init__(self, paired: PlainStep | None = None) -> None:
-        self.paired = paired
-        self.times: list[float] = []
-        self.cerberus_s: list[float] = []
-        self.plain_s: list[float] = []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        if self.times:
-            self.cerberus_s.append(now - self.times[-1])
-        if self.paired is not None:
-            self.paired(*batch)
-            self.plain_s.append(time.perf_counter() - now)
-        self.times.append(time.perf_counter())
-
-
-def images_per_second(seconds: list[float], warmup: int, batch: int) -> float:
-    steady = seconds[warmup:]
-    return batch * len(steady) / sum(steady)
-
-
-def plain_loop(args, loader: DataLoader, num_classes: int, run_dir: str) -> float:
-    step = PlainStep(args.backbone, num_classes, instantiate(compose_config(OVERRIDES, run_dir).optim))
-    seconds, last = [], time.perf_counter()
-    for images, labels in loader:
-        step(images, labels)
-        now = time.perf_counter()
-        seconds.append(now - last)
-        last = now
-    return images_per_second(seconds[1:], args.warmup, args.batch_size)
-
-
-def cerberus(args, loader: DataLoader, num_classes: int, run_dir: str, paired: bool = False) -> StepTimer:
-    cfg = compose_config([f"backbone={args.backbone}", *OVERRIDES], output_dir=run_dir)
-    module = build_task(cfg, [str(i) for i in range(num_classes)])
-    timer = StepTimer(PlainStep(args.backbone, num_classes, instantiate(cfg.optim)) if paired else None)
-    callbacks = [instantiate(c) for name, c in cfg.callbacks.items() if name != "model_checkpoint"]
-    trainer = instantiate(cfg.trainer, max_epochs=1, limit_val_batches=0, enable_checkpointing=False,
-                          num_sanity_val_steps=0, callbacks=[*callbacks, timer], logger=instantiate(cfg.logger))
-    trainer.fit(module, train_dataloaders=loader)
-    return timer
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default="resnet18", help="a torchvision ResNet-family name")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--classes", type=int, default=10)
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-
+def classification(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
     g = torch.Generator().manual_seed(0)
     n = args.batch_size * args.steps
     data = TensorDataset(torch.randn(n, 3, args.image_size, args.image_size, generator=g),
                          torch.randint(0, args.classes, (n,), generator=g))
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, drop_last=True)
-
+    cfg = compose_config([f"backbone={args.backbone}", *OVERRIDES], output_dir=run_dir)
     ips = lambda seconds: images_per_second(seconds, args.warmup, args.batch_size)  # noqa: E731
-    results: dict[str, dict[str, list[float]]] = {m: {"plain": [], "cerberus": []} for m in ("paired", "sequential")}
-    with tempfile.TemporaryDirectory() as run_dir:
-        for r in range(args.repeats):
-            torch.manual_seed(r)
-            timer = cerberus(args, loader, args.classes, run_dir, paired=True)
-            results["paired"]["cerberus"].append(ips(timer.cerberus_s))
-            results["paired"]["plain"].append(ips(timer.plain_s[1:]))
-            order = ["plain", "cerberus"] if r % 2 == 0 else ["cerberus", "plain"]
-            for name in order:
-                value = plain_loop(args, loader, args.classes, run_dir) if name == "plain" else \
-                    ips(cerberus(args, loader, args.classes, run_dir).cerberus_s)
-                results["sequential"][name].append(value)
-            print(f"repeat {r}: " + "; ".join(
-                f"{m} plain {v['plain'][-1]:.1f} / cerberus {v['cerberus'][-1]:.1f} images/s"
-                for m, v in results.items()), flush=True)
 
-    print(f"\n{args.backbone}, {args.image_size}px, batch {args.batch_size}, {args.steps} steps "
+    def cerberus(paired: bool) -> StepTimer:
+        module = build_task(cfg, [str(i) for i in range(args.classes)])
+        timer = StepTimer(PlainClassifierStep(args.backbone, args.classes, instantiate(cfg.optim)) if paired else None)
+        make_trainer(cfg, timer).fit(module, train_dataloaders=loader)
+        return timer
+
+    def plain() -> float:
+        step, seconds, last = PlainClassifierStep(args.backbone, args.classes, instantiate(cfg.optim)), [], None
+        for batch in loader:
+            step(batch)
+            now = time.perf_counter()
+            if last is not None:
+                seconds.append(now - last)
+            last = now
+        return ips(seconds)
+
+    results = {m: {"plain": [], "cerberus": []} for m in ("paired training", "sequential training")}
+    for r in range(args.repeats):
+        torch.manual_seed(r)
+        timer = cerberus(paired=True)
+        results["paired training"]["cerberus"].append(ips(timer.cerberus_s))
+        results["paired training"]["plain"].append(ips(timer.plain_s[1:]))
+        for name in (["plain", "cerberus"] if r % 2 == 0 else ["cerberus", "plain"]):
+            value = plain() if name == "plain" else ips(cerberus(paired=False).cerberus_s)
+            results["sequential training"][name].append(value)
+        report_repeat(r, results)
+    return results
+
+
+# --- detection --------------------------------------------------------------------------------------------
+
+def torchvision_detector(cfg, num_classes: int) -> nn.Module:
+    """torchvision's fasterrcnn_resnet50_fpn(weights=...) construction on `cfg.backbone.name`, with the task's
+    detector settings: FrozenBatchNorm trunk, the same trainable stages, FPN 256, TwoMLPHead."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import FrozenBatchNorm2d
+
+    settings = {k: v for k, v in cfg.task.model.items()
+                if k not in ("_target_", "anchor_sizes", "aspect_ratios", "roi_levels", "roi_output_size",
+                             "roi_sampling_ratio", "representation_size")}
+    settings["min_size"] = tuple(settings["min_size"]) if not isinstance(settings["min_size"], int) else settings["min_size"]
+    resnet = getattr(torchvision.models, cfg.backbone.name)(weights=None, norm_layer=FrozenBatchNorm2d)
+    backbone = _resnet_fpn_extractor(resnet, trainable_layers=5 - cfg.backbone.freeze_at)
+    rep = cfg.task.model.representation_size
+    return FasterRCNN(backbone, box_head=TwoMLPHead(256 * 7 * 7, rep), box_predictor=FastRCNNPredictor(rep, num_classes + 1),
+                      **settings)
+
+
+class PlainDetectorStep:
+    """torchvision's detector in a hand-written loop: `train` steps with the same optimizer, or eval inference."""
+
+    def __init__(self, model: nn.Module, optimizer=None) -> None:
+        self.model = model
+        self.opt = optimizer([p for p in model.parameters() if p.requires_grad]) if optimizer else None
+
+    def __call__(self, batch) -> None:
+        images, targets = batch
+        if self.opt is None:
+            self.model.eval()
+            with torch.inference_mode():
+                self.model(list(images))
+            return
+        self.model.train()
+        loss = sum(self.model(list(images), list(targets)).values())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def detection_batches(args) -> list:
+    g = torch.Generator().manual_seed(0)
+    s = args.image_size
+    samples = []
+    for _ in range(args.batch_size * args.steps):
+        k = int(torch.randint(1, 4, (1,), generator=g))
+        xy = torch.rand(k, 2, generator=g) * s * 0.6
+        wh = torch.rand(k, 2, generator=g) * s * 0.3 + s * 0.1
+        samples.append((torch.rand(3, s, s, generator=g),
+                        {"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(1, args.classes + 1, (k,), generator=g),
+                         "iscrowd": torch.zeros(k, dtype=torch.int64)}))
+    return samples
+
+
+def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
+    loader = DataLoader(detection_batches(args), batch_size=args.batch_size, collate_fn=lambda b: tuple(zip(*b)))
+    cfg = compose_config(["task=detection", f"backbone={args.backbone}", *OVERRIDES], output_dir=run_dir)
+    ips = lambda seconds: images_per_second(seconds, args.warmup, args.batch_size)  # noqa: E731
+    results = {m: {"plain": [], "cerberus": []} for m in ("paired training", "paired inference")}
+    for r in range(args.repeats):
+        torch.manual_seed(r)
+        module = build_task(cfg, [str(i) for i in range(args.classes)])
+        plain = torchvision_detector(cfg, args.classes)
+        timer = StepTimer(PlainDetectorStep(plain, instantiate(cfg.optim)))
+        trainer = make_trainer(cfg, timer)
+        trainer.fit(module, train_dataloaders=loader)
+        results["paired training"]["cerberus"].append(ips(timer.cerberus_s))
+        results["paired training"]["plain"].append(ips(timer.plain_s[1:]))
+        timer = StepTimer(PlainDetectorStep(plain))
+        make_trainer(cfg, timer).predict(module, dataloaders=loader, return_predictions=False)
+        results["paired inference"]["cerberus"].append(ips(timer.cerberus_s))
+        results["paired inference"]["plain"].append(ips(timer.plain_s[1:]))
+        report_repeat(r, results)
+    return results
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+def report_repeat(r: int, results: dict[str, dict[str, list[float]]]) -> None:
+    print(f"repeat {r}: " + "; ".join(f"{m} plain {v['plain'][-1]:.1f} / cerberus {v['cerberus'][-1]:.1f} images/s"
+                                      for m, v in results.items()), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=["classification", "detection"], default="classification")
+    parser.add_argument("--backbone", default=None, help="a torchvision ResNet-family name "
+                        "(default resnet18 for classification, resnet50 for detection)")
+    parser.add_argument("--image-size", type=int, default=None, help="default 64 (classification), 128 (detection)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default 32 (classification), 4 (detection)")
+    parser.add_argument("--steps", type=int, default=None, help="default 40 (classification), 15 (detection)")
+    parser.add_argument("--warmup", type=int, default=None, help="default 5 (classification), 3 (detection)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=10)
+    args = parser.parse_args()
+    defaults = {"classification": ("resnet18", 64, 32, 40, 5), "detection": ("resnet50", 128, 4, 15, 3)}[args.task]
+    for key, value in zip(("backbone", "image_size", "batch_size", "steps", "warmup"), defaults):
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    warnings.filterwarnings("ignore")
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        results = (classification if args.task == "classification" else detection)(args, run_dir)
+
+    print(f"\n{args.task}: {args.backbone}, {args.image_size}px, batch {args.batch_size}, {args.steps} steps "
           f"({args.warmup} warmup), {args.repeats} repeats, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device cpu")
+    target = 0.97 if args.task == "classification" else 1.0
     for mode, v in results.items():
         plain, ours = statistics.median(v["plain"]), statistics.median(v["cerberus"])
         ratios = sorted(c / p for c, p in zip(v["cerberus"], v["plain"]))
-        print(f"{mode:10s}: plain {plain:7.1f} images/s, Cerberus {ours:7.1f} images/s (medians); "
+        print(f"{mode:20s}: plain {plain:7.1f} images/s, Cerberus {ours:7.1f} images/s (medians); "
               f"ratio {statistics.median(ratios):.3f} (median of per-repeat ratios "
-              f"{', '.join(f'{x:.3f}' for x in ratios)}); target >= 0.97")
+              f"{', '.join(f'{x:.3f}' for x in ratios)}); target >= {target}")
 
 
 if __name__ == "__main__":

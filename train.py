@@ -18,7 +18,8 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from tasks.run import train  # heavy imports after Hydra has parsed (fast --help, fast config errors)
+    # heavy imports after Hydra has parsed (fast --help, fast config errors)
+    from tasks.run import train
 
     metrics = train(cfg)
     return metrics.get(cfg.task.monitor.replace("val/", "test/"))  # the value a sweeper would optimise

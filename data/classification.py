@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
-from torch.utils.data import DataLoader
-
 from .errors import DataError
 from .imagefolder import FolderIndex, ImageFolderDataset, scan_split
+from .splits import STAGE_SPLITS, SplitDataModule
 from .synthetic import synthetic_classification
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transforms
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(SplitDataModule):
     """Reads `root/train/<class>/*`, `root/val/<class>/*` and, if present, `root/test/<class>/*` (else tests on val).
 
     Args:
@@ -40,17 +36,14 @@ class ImageFolderDataModule(L.LightningDataModule):
         synthetic: Mapping[str, Any] | None = None,
         pin_memory: bool | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, pin_memory)
         if root is None and synthetic is None:
             raise DataError("data.root is not set: pass data.root=/path/to/imagefolder (with train/ and val/)")
         self.root = Path(root).expanduser() if root is not None else None
         self.synthetic = dict(synthetic) if synthetic else None
         self.image_size = image_size
-        self.batch_size = batch_size
-        self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
         self.augment = dict(augment or {})
         self.mean, self.std = tuple(mean), tuple(std)
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self._splits: dict[str, FolderIndex] = {}
 
     def prepare_data(self) -> None:
@@ -75,28 +68,11 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self._index("train").classes
 
     def setup(self, stage: str | None = None) -> None:
-        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for split in splits.get(stage or "fit", ("train", "val", "test")):
+        for split in STAGE_SPLITS.get(stage or "fit", ("train", "val", "test")):
             self._index(split)
 
-    def _loader(self, split: str, train: bool) -> DataLoader:
+    def dataset(self, split: str, train: bool) -> ImageFolderDataset:
+        crop = {"crop_pct": self.augment.get("crop_pct", 0.875)}
         tf = classification_transforms(train, self.image_size, mean=self.mean, std=self.std,
-                                       **(self.augment if train else {"crop_pct": self.augment.get("crop_pct", 0.875)}))
-        return DataLoader(
-            ImageFolderDataset(self._index(split), tf),
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(self._index(split).samples) > self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", train=False)
+                                       **(self.augment if train else crop))
+        return ImageFolderDataset(self._index(split), tf)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from .cache import keyed_dir
-from .shapes import SHAPES, bright_colour, draw_shape, noisy_background
+from .shapes import SHAPES, bright_colour, draw_shape, noisy_background, shape_polygon
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the generator's output changes, so caches are rebuilt
@@ -68,4 +70,87 @@ def synthetic_classification(num_classes: int = 6, train_per_class: int = 200, v
         log.info("writing synthetic classification data to %s", root)
         _write_atomically(root, lambda tmp: write_classification(
             tmp, num_classes=num_classes, per_class=params["per_class"], image_size=image_size, seed=seed))
+    return root
+
+
+DETECTION_VERSION = 2  # bump when the detection output changes (1 repeated annotation ids)
+MAX_COVER = 0.3  # a new shape may hide at most this fraction of an earlier shape's box
+
+
+def _mask_box(poly: list[tuple[float, float]], size: int) -> tuple[list[int], int]:
+    """Tight COCO box [x, y, w, h] and pixel area of the polygon as PIL fills it, clipped to the image."""
+    mask = Image.new("1", (size, size))
+    ImageDraw.Draw(mask).polygon(poly, fill=1)
+    ys, xs = np.nonzero(np.asarray(mask))
+    if not len(xs):
+        return [0, 0, 0, 0], 0
+    x0, y0 = int(xs.min()), int(ys.min())
+    return [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0], len(xs)
+
+
+def _cover(box: list[int], earlier: list[int]) -> float:
+    """Fraction of `earlier` (xywh) that `box` (xywh) overlaps."""
+    w = min(box[0] + box[2], earlier[0] + earlier[2]) - max(box[0], earlier[0])
+    h = min(box[1] + box[3], earlier[1] + earlier[3]) - max(box[1], earlier[1])
+    return max(w, 0) * max(h, 0) / (earlier[2] * earlier[3])
+
+
+def detection_image(rng: np.random.Generator, num_classes: int, size: int,
+                    max_objects: int) -> tuple[Image.Image, list[dict[str, Any]]]:
+    """0..max_objects shapes (box side about 12-45% of the image, up to ~30% cut by the border) drawn in turn
+    on a noisy background; a placement hiding more than MAX_COVER of an earlier box is re-drawn (20 tries).
+    Returns the image and COCO-style objects {category_id (1..K), bbox xywh, area, segmentation}."""
+    img = noisy_background(rng, size, size)
+    objects: list[dict[str, Any]] = []
+    for _ in range(rng.integers(0, max_objects + 1)):
+        label = int(rng.integers(num_classes))
+        for _try in range(20):
+            radius = rng.uniform(0.06, 0.225) * size
+            cx, cy = rng.uniform(0.7 * radius, size - 0.7 * radius, size=2)
+            angle = rng.uniform(0, 2 * math.pi)
+            poly = shape_polygon(SHAPES[label], cx, cy, radius, angle)
+            bbox, area = _mask_box(poly, size)
+            if area and all(_cover(bbox, o["bbox"]) <= MAX_COVER for o in objects):
+                break
+        else:
+            continue
+        draw_shape(img, SHAPES[label], cx, cy, radius, angle, bright_colour(rng))
+        objects.append(dict(category_id=label + 1, bbox=bbox, area=area, iscrowd=0,
+                            segmentation=[[round(c, 2) for xy in poly for c in xy]]))
+    return img, objects
+
+
+def write_detection(root: Path, *, num_classes: int, counts: dict[str, int], image_size: int,
+                    max_objects: int, seed: int) -> None:
+    """Write `root/<split>/<index>.png` and `root/annotations/instances_<split>.json` (COCO instances)."""
+    rng = np.random.default_rng(seed)
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES[:num_classes])]
+    (root / "annotations").mkdir(parents=True)
+    for split, count in counts.items():
+        (root / split).mkdir()
+        images, annotations = [], []
+        for i in range(count):
+            img, objects = detection_image(rng, num_classes, image_size, max_objects)
+            img.save(root / split / f"{i:05d}.png")
+            images.append({"id": i + 1, "file_name": f"{i:05d}.png", "width": image_size, "height": image_size})
+            annotations += [{"id": len(annotations) + k + 1, "image_id": i + 1, **o} for k, o in enumerate(objects)]
+        coco = {"info": {"description": "Cerberus synthetic shapes"}, "licenses": [], "images": images,
+                "annotations": annotations, "categories": categories}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+
+
+def synthetic_detection(num_classes: int = 3, train_images: int = 240, val_images: int = 60, test_images: int = 60,
+                        image_size: int = 128, max_objects: int = 4, seed: int = 0) -> Path:
+    """Generate (once, cached) the synthetic COCO detection set and return its root."""
+    if not 1 <= num_classes <= len(SHAPES):
+        raise ValueError(f"synthetic detection supports 1..{len(SHAPES)} classes (got {num_classes})")
+    params: dict[str, Any] = dict(num_classes=num_classes, image_size=image_size, max_objects=max_objects, seed=seed,
+                                  version=DETECTION_VERSION,
+                                  counts={"train": train_images, "val": val_images, "test": test_images})
+    root = keyed_dir("detection", params)
+    if not root.exists():
+        log.info("writing synthetic detection data to %s", root)
+        _write_atomically(root, lambda tmp: write_detection(
+            tmp, num_classes=num_classes, counts=params["counts"], image_size=image_size,
+            max_objects=max_objects, seed=seed))
     return root

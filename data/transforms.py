@@ -1,10 +1,14 @@
-"""torchvision.transforms.v2 pipelines for classification (PIL image -> normalized float tensor)."""
+"""torchvision.transforms.v2 pipelines: classification (PIL image -> normalized float tensor) and detection
+(joint image + boxes -> float image in [0, 1]; the detector normalizes and resizes itself)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+from torchvision import tv_tensors
+from torchvision.ops import box_area
 from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,4 +46,60 @@ def classification_transforms(
             v2.CenterCrop(image_size),
         ]
     ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(ops)
+
+
+PER_BOX = ("labels", "iscrowd", "area", "box_area")  # target entries filtered together with their boxes
+
+
+def _per_box(inputs: tuple[Any, dict[str, Any]]) -> tuple[torch.Tensor, ...]:
+    """SanitizeBoundingBoxes' labels_getter: every per-box tensor of the target follows its box."""
+    return tuple(inputs[1][k] for k in PER_BOX if k in inputs[1])
+
+
+def _remember_box_area(image: Any, target: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    return image, {**target, "box_area": box_area(target["boxes"])}
+
+
+def _rescale_area(image: Any, target: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """COCO's `area` (mask area) scaled by how much each box's own area changed (crops, zooms)."""
+    target = dict(target)
+    before = target.pop("box_area")
+    target["area"] = target["area"] * (box_area(target["boxes"]) / before)
+    return image, target
+
+
+def detection_transforms(
+    train: bool,
+    *,
+    hflip: float = 0.5,
+    photometric: float = 0.5,
+    zoom_out: float = 0.0,
+    max_zoom: float = 2.0,
+    iou_crop: bool = False,
+) -> v2.Compose:
+    """Joint transform `(PIL image, target) -> (image, target)` with target["boxes"] a tv_tensors.BoundingBoxes.
+
+    Output image: (3, H, W) float32 in [0, 1], not normalized and not resized (Faster R-CNN does both).
+    Train: colour jitter (probability `photometric`), zoom-out onto a canvas up to `max_zoom` times
+    the side (probability `zoom_out`), SSD-style IoU crop (`iou_crop`), horizontal flip (probability
+    `hflip`); then boxes are clamped, boxes under 1 px dropped with their labels / iscrowd / area, and
+    area rescaled with its box. Eval: no change but the dtype.
+    """
+    ops: list[Any] = [v2.ToImage()]
+    if train:
+        ops.append(_remember_box_area)
+        if photometric > 0:
+            # SSD's photometric ranges without hue: hue costs ~50x more CPU than the rest at COCO sizes
+            ops.append(v2.RandomApply([v2.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5)], p=photometric))
+        if zoom_out > 0:
+            # fill with the mean ImageNet colour, as torchvision's detection references do
+            ops.append(v2.RandomZoomOut(fill={tv_tensors.Image: (124, 116, 104), "others": 0},
+                                        side_range=(1.0, max_zoom), p=zoom_out))
+        if iou_crop:
+            ops.append(v2.RandomIoUCrop())
+        if hflip > 0:
+            ops.append(v2.RandomHorizontalFlip(hflip))
+        ops += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(labels_getter=_per_box), _rescale_area]
+    ops.append(v2.ToDtype(torch.float32, scale=True))
     return v2.Compose(ops)

@@ -52,7 +52,8 @@ def test_every_option_composes(hydra_ctx, tmp_path):
             extra = ["backbone.model_name=resnet26d"] if (group, option) == ("backbone", "timm") else []
             extra += ["data.root=/somewhere"] if (group, option) == ("data", "imagefolder") else []
             cfg = compose_resolved([f"{group}={option}", *extra], tmp_path)
-            assert cfg.task.name == "classification"
+            assert cfg.task.name == (option if group == "task" else cfg.task.name)
+            assert cfg.data._target_.startswith("data.")
 
 
 def test_default_config(hydra_ctx, tmp_path):
@@ -86,9 +87,23 @@ def test_trainer_callbacks_and_loggers_instantiate(hydra_ctx, tmp_path):
     assert ddp.strategy == "ddp" and ddp.sync_batchnorm is True
 
 
+def test_detection_task_defaults_and_overrides(hydra_ctx, tmp_path):
+    cfg = compose_resolved(["task=detection"], tmp_path)
+    assert cfg.neck.name == "fpn" and cfg.data.synthetic.num_classes >= 2
+    assert cfg.backbone.norm == "frozen_bn" and cfg.backbone.freeze_at == 2  # detectron2 / MMDetection defaults
+    cfg = compose_resolved(["task=detection", "backbone=resnext50_32x4d", "backbone.norm=bn", "backbone.freeze_at=0",
+                            "neck.out_channels=128"], tmp_path)
+    assert (cfg.backbone.name, cfg.backbone.norm, cfg.backbone.freeze_at) == ("resnext50_32x4d", "bn", 0)
+    assert cfg.neck.out_channels == 128
+    cfg = compose_resolved(["task=detection", "data=coco", "data.root=/coco"], tmp_path)
+    assert cfg.data.root == "/coco" and cfg.data.synthetic is None
+
+
 def test_experiment_presets(hydra_ctx, tmp_path):
     cfg = compose_resolved(["experiment=finetune_resnet50"], tmp_path)
     assert cfg.backbone.name == "resnet50" and cfg.backbone.lr_mult == 0.1 and "AdamW" in cfg.optim._target_
+    cfg = compose_resolved(["experiment=detection_torchvision"], tmp_path)
+    assert cfg.task.name == "detection" and cfg.backbone.name == "resnet50" and cfg.task.model.min_size == 800
     cfg = compose_resolved(["experiment=cls_fpn"], tmp_path)
     assert cfg.neck.name == "fpn" and list(cfg.task.model.in_features) == ["p2", "p3", "p4", "p5"]
 

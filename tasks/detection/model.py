@@ -1,0 +1,99 @@
+"""Faster R-CNN (torchvision's) over any Cerberus body: backbone + FPN, or a single-level backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
+
+from backbones import Backbone
+
+
+class DetectionModel(nn.Module):
+    """torchvision's FasterRCNN whose feature-map names, widths and anchor levels come from `body.output_shape()`.
+
+    Args:
+        body: backbone + neck. With several levels they must share one width (an FPN); a plain backbone
+            is used through its single deepest level.
+        num_classes: object classes K, without background (the detector predicts K + 1).
+        anchor_sizes: one tuple of sizes per level; default `8 * stride` per level (32..512 on p2..p6, as torchvision).
+        aspect_ratios: anchor height/width ratios, the same on every level.
+        roi_levels: levels RoIAlign pools from; default every level with stride <= 32 (p2..p5), as torchvision.
+        roi_output_size, roi_sampling_ratio: RoIAlign's output side and sampling points per bin.
+        representation_size: width of the two-layer box head.
+        detector_kwargs: `min_size`, `max_size`, `rpn_*`, `box_*`, passed to torchvision's FasterRCNN with its
+            defaults; a list `min_size` samples one per training batch (multi-scale training), the last one in eval.
+
+    forward(images: list of (3, H, W) in [0, 1], targets: list of {"boxes": (N, 4) xyxy, "labels": (N,)} | None)
+    -> training: dict of losses; eval: list of {"boxes": (M, 4), "scores": (M,), "labels": (M,)} per image,
+    in the input images' pixel coordinates.
+    """
+
+    def __init__(
+        self,
+        body: Backbone,
+        num_classes: int,
+        *,
+        anchor_sizes: Sequence[Sequence[int]] | None = None,
+        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        roi_levels: Sequence[str] | None = None,
+        roi_output_size: int = 7,
+        roi_sampling_ratio: int = 2,
+        representation_size: int = 1024,
+        image_mean: Sequence[float] = (0.485, 0.456, 0.406),
+        image_std: Sequence[float] = (0.229, 0.224, 0.225),
+        **detector_kwargs,
+    ) -> None:
+        super().__init__()
+        shapes = body.output_shape()
+        widths = {spec.channels for spec in shapes.values()}
+        if len(widths) > 1:
+            raise ValueError(
+                f"Faster R-CNN needs feature maps of one width, but the body returns {dict(shapes)}; "
+                "use neck=fpn, or a single level (backbone.out_levels=[c5])"
+            )
+        levels = list(shapes)
+        if anchor_sizes is None:
+            anchor_sizes = [(8 * shapes[lvl].stride,) for lvl in levels]
+        if len(anchor_sizes) != len(levels):
+            raise ValueError(f"anchor_sizes has {len(anchor_sizes)} entries for {len(levels)} levels {levels}")
+        if roi_levels is None:
+            roi_levels = [lvl for lvl in levels if shapes[lvl].stride <= 32] or levels[-1:]
+        unknown = [lvl for lvl in roi_levels if lvl not in shapes]
+        if unknown:
+            raise ValueError(f"roi_levels {unknown} are not among the body's levels {levels}")
+        width = widths.pop()
+        body.out_channels = width  # the one attribute torchvision's FasterRCNN reads from its backbone
+        anchors = AnchorGenerator(tuple(tuple(s) for s in anchor_sizes), (tuple(aspect_ratios),) * len(levels))
+        pooler = MultiScaleRoIAlign(list(roi_levels), roi_output_size, roi_sampling_ratio)
+        # torchvision's own head classes, so its fasterrcnn_resnet50_fpn state dicts keep their key names
+        box_head = TwoMLPHead(width * roi_output_size**2, representation_size)
+        predictor = FastRCNNPredictor(representation_size, num_classes + 1)
+        if isinstance(detector_kwargs.get("min_size"), Sequence):
+            detector_kwargs["min_size"] = tuple(detector_kwargs["min_size"])
+        self.detector = FasterRCNN(
+            body, rpn_anchor_generator=anchors, box_roi_pool=pooler, box_head=box_head, box_predictor=predictor,
+            image_mean=list(image_mean), image_std=list(image_std), **detector_kwargs,
+        )
+        self.num_classes = num_classes
+
+    @property
+    def body(self) -> Backbone:
+        """The backbone (+ neck), registered once (as `detector.backbone`) so state dicts keep one copy."""
+        return self.detector.backbone
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
+        return self.detector(images, targets)
+
+
+def load_torchvision_detector(model: DetectionModel, state_dict: dict[str, Tensor], strict: bool = True):
+    """Load a state dict of torchvision's `fasterrcnn_resnet50_fpn` (or any torchvision FasterRCNN with the
+    same backbone) into a Cerberus `DetectionModel` built with `backbone=resnet50 neck=fpn`.
+
+    torchvision's keys (`backbone.body.*`, `backbone.fpn.*`, `rpn.*`, `roi_heads.*`) live under `detector.` here.
+    """
+    return model.load_state_dict({f"detector.{key}": value for key, value in state_dict.items()}, strict=strict)

@@ -1,0 +1,104 @@
+"""LightningModule for Faster R-CNN detection: torchvision's losses, COCO metrics per split, drawn predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor
+
+from ..base import TaskModule
+from .evaluation import CocoBoxMetrics
+from .visualize import detection_grid, save_png
+
+Batch = tuple[tuple[Tensor, ...], tuple[dict[str, Any], ...]]
+
+
+def without_crowd(target: dict[str, Any]) -> dict[str, Any]:
+    """Training ignores `iscrowd` boxes, as COCO-trained detectors do; the evaluator still sees them."""
+    crowd = target.get("iscrowd")
+    if crowd is None or not bool(crowd.any()):
+        return target
+    keep = crowd == 0
+    return {**target, "boxes": target["boxes"][keep], "labels": target["labels"][keep]}
+
+
+class DetectionTask(TaskModule):
+    """Batches are `(images: tuple of (3, H, W) in [0, 1], targets: tuple of dicts)` (see data/detection.py).
+
+    Logs `train/loss` and each torchvision loss term, `{val,test}/{AP,AP50,AP75,APs,APm,APl,AR100}`, and
+    saves the first `vis_images` validation images with predicted (coloured, with class and score) and
+    ground-truth (green) boxes to `<run dir>/val_predictions/epochNNN.png` each validation, also sent to W&B.
+    """
+
+    def __init__(self, model: torch.nn.Module, *args: Any, vis_images: int = 4, vis_score_threshold: float = 0.3,
+                 **kwargs: Any) -> None:
+        super().__init__(model, *args, **kwargs)
+        self.val_metrics = CocoBoxMetrics()
+        self.test_metrics = CocoBoxMetrics()
+        self.vis_images = vis_images
+        self.vis_score_threshold = vis_score_threshold
+        self._vis_batch: tuple | None = None
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        return self.model(list(images))
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        images, targets = batch
+        losses = self.model(list(images), [without_crowd(t) for t in targets])
+        loss = sum(losses.values())
+        n = len(images)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=n)
+        return loss
+
+    def _evaluate(self, batch: Batch, metrics: CocoBoxMetrics) -> list[dict[str, Tensor]]:
+        images, targets = batch
+        preds = self.model(list(images))
+        metrics.update(preds, targets)
+        return preds
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        preds = self._evaluate(batch, self.val_metrics)
+        if batch_idx == 0 and self.vis_images and not self.trainer.sanity_checking:
+            images, targets = batch
+            n = self.vis_images
+            self._vis_batch = ([i.cpu() for i in images[:n]], [{k: v.cpu() for k, v in p.items()} for p in preds[:n]],
+                               [{k: v.cpu() if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets[:n]])
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def predict_step(self, batch: Batch | tuple[Tensor, ...], batch_idx: int) -> list[dict[str, Tensor]]:
+        """Batches of `(images, targets)` or of images alone -> per-image {"boxes", "scores", "labels"}."""
+        images = batch[0] if isinstance(batch[0], (tuple, list)) else batch
+        return self.model(list(images))
+
+    def _log_metrics(self, split: str, metrics: CocoBoxMetrics) -> None:
+        values = metrics.compute()  # gathers every process's images first
+        self.log(f"{split}/AP", values.pop("AP"), prog_bar=True)
+        self.log_dict({f"{split}/{name}": value for name, value in values.items()})
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val", self.val_metrics)
+        self._save_predictions()
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test", self.test_metrics)
+
+    @rank_zero_only
+    def _save_predictions(self) -> None:
+        if self._vis_batch is None:
+            return
+        grid = detection_grid(*self._vis_batch, self.class_names, score_threshold=self.vis_score_threshold)
+        self._vis_batch = None
+        out = Path(self.trainer.default_root_dir) / "val_predictions" / f"epoch{self.current_epoch:03d}.png"
+        save_png(grid, out)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("val/predictions", [grid.permute(1, 2, 0).numpy()], step=self.global_step,
+                                 caption=[f"epoch {self.current_epoch}: predictions (colour) and ground truth (green)"])

@@ -1,0 +1,102 @@
+"""Drawing detections: ground truth in thin green, predictions in a per-class colour labelled "name 0.87"."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from functools import cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFont
+from torch import Tensor
+from torchvision.utils import draw_bounding_boxes, make_grid
+
+GT_COLOR = (0, 255, 0)
+# bright, mutually distinct and not green (that is the ground truth), so black label text reads on them all
+PALETTE = [(255, 60, 60), (60, 150, 255), (255, 165, 0), (255, 80, 255), (0, 225, 225), (255, 235, 0),
+           (175, 120, 255), (255, 150, 180), (200, 140, 80), (150, 200, 255)]
+# a filled label background (black text on the box colour) reads on any image; torchvision >= 0.23 has it
+_FILL_LABELS = ({"fill_labels": True} if "fill_labels" in inspect.signature(draw_bounding_boxes).parameters
+                else {})
+
+
+def class_color(label: int) -> tuple[int, int, int]:
+    """The box colour of contiguous label `label` (1..K)."""
+    return PALETTE[(label - 1) % len(PALETTE)]
+
+
+@cache
+def _font_file() -> str | None:
+    """DejaVu Sans if Pillow finds it among the system fonts: `font_size` needs a TrueType file. Without it
+    draw_bounding_boxes uses Pillow's built-in font (10 px), still readable on the upscaled images."""
+    try:
+        ImageFont.truetype("DejaVuSans.ttf", 10)
+    except OSError:
+        return None
+    return "DejaVuSans.ttf"
+
+
+def _to_uint8(image: Tensor) -> Tensor:
+    """(3, H, W) float in [0, 1] (or uint8) -> uint8 on the CPU."""
+    image = image.detach().cpu()
+    return image if image.dtype == torch.uint8 else (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def draw_detections(image: Tensor, pred: Mapping[str, Tensor], target: Mapping[str, Tensor] | None,
+                    class_names: Sequence[str], score_threshold: float = 0.3) -> Tensor:
+    """(3, H, W) float [0, 1] image -> (3, H, W) uint8 with the GT boxes (N, 4) and the predictions (M, 4)
+    scoring at least `score_threshold`; boxes xyxy pixels, label l is `class_names[l - 1]`."""
+    out = _to_uint8(image)
+    if target is not None and len(target["boxes"]):
+        out = draw_bounding_boxes(out, target["boxes"].detach().cpu(), colors=GT_COLOR, width=1)
+    keep = pred["scores"].detach().cpu() >= score_threshold
+    if keep.any():
+        boxes, labels, scores = (pred[k].detach().cpu()[keep] for k in ("boxes", "labels", "scores"))
+        labels, scores = labels.tolist(), scores.tolist()
+        names = [class_names[l - 1] if 1 <= l <= len(class_names) else str(l) for l in labels]
+        font = _font_file()
+        out = draw_bounding_boxes(
+            out, boxes, labels=[f"{n} {s:.2f}" for n, s in zip(names, scores)],
+            colors=[class_color(l) for l in labels], width=2, font=font,
+            font_size=max(11, out.shape[-2] // 22) if font else None, **_FILL_LABELS)
+    return out
+
+
+def _scaled(item: Mapping[str, Tensor], factor: Tensor) -> dict[str, Tensor]:
+    return {**item, "boxes": item["boxes"].detach().cpu() * factor}
+
+
+def detection_grid(images: Sequence[Tensor], preds: Sequence[Mapping[str, Tensor]],
+                   targets: Sequence[Mapping[str, Tensor]] | None, class_names: Sequence[str],
+                   score_threshold: float = 0.3, max_images: int = 4, upscale_to: int | None = 256) -> Tensor:
+    """The first `max_images` images, drawn by `draw_detections`, side by side: (3, H', W') uint8.
+
+    Images whose longer side is below `upscale_to` are enlarged (nearest, boxes scaled alike) before drawing,
+    so that labels on small images stay readable; images of different sizes are padded to the largest.
+    """
+    if not len(images):
+        raise ValueError("detection_grid needs at least one image")
+    drawn = []
+    for i, image in enumerate(images[:max_images]):
+        pred, target = preds[i], targets[i] if targets is not None else None
+        h, w = image.shape[-2:]
+        if upscale_to and max(h, w) < upscale_to:
+            size = (round(h * upscale_to / max(h, w)), round(w * upscale_to / max(h, w)))
+            factor = torch.tensor([size[1] / w, size[0] / h] * 2)
+            image = F.interpolate(image[None].detach().cpu(), size=size, mode="nearest")[0]
+            pred, target = _scaled(pred, factor), None if target is None else _scaled(target, factor)
+        drawn.append(draw_detections(image, pred, target, class_names, score_threshold))
+    height, width = max(d.shape[-2] for d in drawn), max(d.shape[-1] for d in drawn)
+    drawn = [F.pad(d, (0, width - d.shape[-1], 0, height - d.shape[-2])) for d in drawn]
+    return make_grid(drawn, nrow=len(drawn), padding=2)
+
+
+def save_png(grid: Tensor, path: str | Path) -> Path:
+    """Write a (3, H, W) uint8 image to `path` (parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # PIL rather than torchvision.io, whose image encoders are deprecated from 0.29
+    Image.fromarray(grid.detach().cpu().permute(1, 2, 0).numpy()).save(path)
+    return path

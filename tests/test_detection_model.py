@@ -1,0 +1,94 @@
+"""Faster R-CNN over Cerberus bodies: shapes from output_shape(), torchvision compatibility, training step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+from torchvision.ops import FrozenBatchNorm2d
+
+from backbones import build_body
+from tasks.detection.model import DetectionModel, load_torchvision_detector
+
+
+def detector(name="resnet18", neck=True, num_classes=3, **kw):
+    body = build_body({"name": name, "norm": "frozen_bn", "freeze_at": 2}, {"name": "fpn", "out_channels": 64}
+                      if neck else {"name": "none"})
+    return DetectionModel(body, num_classes, min_size=96, max_size=128, **kw)
+
+
+def test_levels_and_anchors_come_from_output_shape():
+    m = detector()
+    gen = m.detector.rpn.anchor_generator
+    assert gen.sizes == ((32,), (64,), (128,), (256,), (512,))  # 8 x stride on p2..p6
+    assert m.detector.roi_heads.box_roi_pool.featmap_names == ["p2", "p3", "p4", "p5"]
+    assert m.detector.backbone.out_channels == 64
+
+
+def test_single_level_backbone_without_neck():
+    body = build_body({"name": "resnet18", "out_levels": ["c4"]}, {"name": "none"})
+    m = DetectionModel(body, 2, min_size=64, max_size=64)
+    assert m.detector.rpn.anchor_generator.sizes == ((128,),)
+    m.eval()
+    with torch.no_grad():
+        out = m([torch.rand(3, 64, 64)])
+    assert set(out[0]) == {"boxes", "scores", "labels"}
+
+
+def test_mixed_widths_are_explained():
+    with pytest.raises(ValueError, match="use neck=fpn"):
+        DetectionModel(build_body({"name": "resnet18"}, {"name": "none"}), 2)
+
+
+def test_training_step_returns_losses_and_eval_returns_boxes():
+    torch.manual_seed(0)
+    m = detector(rpn_batch_size_per_image=32, box_batch_size_per_image=32)
+    images = [torch.rand(3, 96, 112), torch.rand(3, 100, 96)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 50.0, 60.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]  # a negative image
+    m.train()
+    losses = m(images, targets)
+    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    sum(losses.values()).backward()
+    assert m.detector.roi_heads.box_predictor.cls_score.weight.grad is not None
+    assert m.body.body.conv1.weight.grad is None  # frozen stem (freeze_at=2)
+    m.eval()
+    with torch.no_grad():
+        out = m(images)
+    assert len(out) == 2 and out[0]["boxes"].shape[1] == 4
+    assert (out[0]["labels"] >= 1).all() and (out[0]["labels"] <= 3).all()
+
+
+def test_torchvision_fasterrcnn_state_dict_gives_same_detections(tmp_path):
+    """A users' COCO-trained torchvision checkpoint must load and behave identically (random weights here)."""
+    torch.manual_seed(0)
+    settings = dict(min_size=128, max_size=160, box_score_thresh=0.0)
+    # exactly how torchvision's fasterrcnn_resnet50_fpn(weights=COCO_V1) builds itself: FrozenBatchNorm,
+    # three trainable stages
+    resnet = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+    ref = FasterRCNN(_resnet_fpn_extractor(resnet, 3), num_classes=5, **settings)
+    with torch.no_grad():  # non-trivial BN statistics and biases, so a wrong mapping cannot pass by accident
+        for module in ref.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.bias.uniform_(-0.2, 0.2)
+    path = tmp_path / "fasterrcnn_resnet50_fpn.pth"
+    torch.save(ref.state_dict(), path)
+
+    body = build_body({"name": "resnet50", "norm": "frozen_bn"}, {"name": "fpn"})
+    ours = DetectionModel(body, num_classes=4, **settings)
+    result = load_torchvision_detector(ours, torch.load(path, weights_only=True))
+    assert not result.missing_keys and not result.unexpected_keys
+
+    images = [torch.rand(3, 128, 150), torch.rand(3, 140, 128)]
+    ref.eval(), ours.eval()
+    with torch.no_grad():
+        expected, got = ref(images), ours(images)
+    for e, g in zip(expected, got):
+        assert len(e["boxes"]) > 0
+        torch.testing.assert_close(g["boxes"], e["boxes"])
+        torch.testing.assert_close(g["scores"], e["scores"])
+        assert torch.equal(g["labels"], e["labels"])

@@ -1,0 +1,44 @@
+"""train.py task=detection end to end, as a subprocess, on a tiny synthetic COCO set."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import assert_ok, run_train
+from test_train import printed_checkpoint
+
+TINY = [
+    "task=detection", "logger=csv", "callbacks=minimal",
+    "data.synthetic.num_classes=2", "data.synthetic.train_images=8", "data.synthetic.val_images=4",
+    "data.synthetic.test_images=4", "data.synthetic.image_size=64", "data.num_workers=0", "data.batch_size=2",
+    "task.model.min_size=[64]", "task.model.max_size=64", "neck.out_channels=32", "task.model.representation_size=64",
+    "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnext50_32x4d"])  # basic block; grouped bottleneck
+def test_train_detection_end_to_end(tmp_path, backbone):
+    proc = run_train(*TINY, f"backbone={backbone}", cwd=tmp_path)
+    assert_ok(proc)
+    for key in ("test/AP", "test/AP50", "test/AP75", "test/APs", "test/APm", "test/APl", "test/AR100"):
+        assert key in proc.stdout, key
+    ckpt = printed_checkpoint(proc.stdout)
+    run_dir = ckpt.parent.parent
+    assert ckpt.name.startswith("best-") and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "val_predictions" / "epoch000.png").is_file()  # drawn predictions and ground truth
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    hp = state["hyper_parameters"]
+    assert hp["class_names"] == ["circle", "triangle"]
+    assert hp["config"]["task"]["name"] == "detection" and hp["config"]["backbone"]["name"] == backbone
+    assert hp["config"]["backbone"]["norm"] == "frozen_bn"
+    assert any(k.startswith("model.detector.roi_heads.box_predictor") for k in state["state_dict"])
+    metrics = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "val/AP" in metrics and "train/loss_classifier" in metrics
+
+
+def test_bad_coco_json_names_the_file(tmp_path):
+    (tmp_path / "coco" / "annotations").mkdir(parents=True)
+    (tmp_path / "coco" / "annotations" / "instances_train.json").write_text("{not json")
+    proc = run_train("task=detection", "data=coco", f"data.root={tmp_path}/coco", "logger=csv", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "instances_train.json" in proc.stderr
