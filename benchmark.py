@@ -10,8 +10,9 @@ detection: Cerberus' training and inference against torchvision's own `fasterrcn
 
 Two measurements:
 - paired: inside one Cerberus run, a callback runs one plain step (its own model and optimizer) on the same
-  batch right after each Cerberus step, so both see the same machine state step by step; all of
-  Lightning's per-step work stays inside Cerberus' interval. The figure to quote on a noisy machine.
+  batch next to each Cerberus step, alternately after and before it, so both see the same machine state
+  step by step; all of Lightning's per-step work stays inside Cerberus' interval. The figure to quote on a
+  noisy machine.
 - sequential (classification): whole runs of each, alternating which goes first.
 images/s counts steps after `--warmup`; medians over `--repeats`. Cerberus carries everything a real run has
 per step: its metrics, `self.log`, the LR scheduler, LR monitor and the Rich progress bar.
@@ -40,28 +41,47 @@ OVERRIDES = ["optim=sgd", "optim.lr=0.01", "logger=csv", "data.num_workers=0"]
 
 
 class StepTimer(L.Callback):
-    """Times every Cerberus train / predict step; with `paired`, also runs and times one plain step after each."""
+    """Times every Cerberus train / predict step; with `paired`, also runs and times one plain step on the same
+    batch, after the Cerberus step on even steps and before it on odd ones: whichever runs second finds warm
+    caches and just-freed buffers of the right sizes, so the order alternates."""
 
     def __init__(self, paired: Callable | None = None) -> None:
         self.paired = paired
         self.last: float | None = None
+        self.plain_first = 0.0  # plain time spent inside the current Cerberus interval
         self.cerberus_s: list[float] = []
         self.plain_s: list[float] = []
 
-    def _after_step(self, batch) -> None:
+    def _plain(self, batch) -> float:
+        start = time.perf_counter()
+        self.paired(batch)
+        self.plain_s.append(time.perf_counter() - start)
+        return self.plain_s[-1]
+
+    def _before_step(self, batch, batch_idx: int) -> None:
+        if self.paired is not None and batch_idx % 2 == 1:
+            self.plain_first = self._plain(batch)
+
+    def _after_step(self, batch, batch_idx: int) -> None:
         now = time.perf_counter()
         if self.last is not None:
-            self.cerberus_s.append(now - self.last)
-        if self.paired is not None:
-            self.paired(batch)
-            self.plain_s.append(time.perf_counter() - now)
+            self.cerberus_s.append(now - self.last - self.plain_first)
+        self.plain_first = 0.0
+        if self.paired is not None and batch_idx % 2 == 0:
+            self._plain(batch)
         self.last = time.perf_counter()
 
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._before_step(batch, batch_idx)
+
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        self._after_step(batch)
+        self._after_step(batch, batch_idx)
+
+    def on_predict_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._before_step(batch, batch_idx)
 
     def on_predict_batch_end(self, trainer, module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        self._after_step(batch)
+        self._after_step(batch, batch_idx)
 
 
 def images_per_second(seconds: list[float], warmup: int, batch: int) -> float:

@@ -31,6 +31,7 @@ class TaskModule(L.LightningModule):
         scheduler: `partial(schedule, total_steps=...)` taking the optimizer and `total_steps`, or None.
         backbone_lr_mult: the registry backbone's lr is `lr * backbone_lr_mult` (the neck and head keep `lr`).
         class_names: label order of the dataset, stored with the model.
+        category_ids: the dataset's own id of each class (COCO category ids), when it has them.
         run_config: the resolved run config, stored in every checkpoint so the model can be rebuilt from it.
     """
 
@@ -42,6 +43,7 @@ class TaskModule(L.LightningModule):
         *,
         backbone_lr_mult: float = 1.0,
         class_names: list[str] | None = None,
+        category_ids: list[int] | None = None,
         run_config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -50,7 +52,9 @@ class TaskModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.backbone_lr_mult = backbone_lr_mult
         self.class_names = list(class_names or [])
-        self.save_hyperparameters({"class_names": self.class_names, "config": dict(run_config or {})})
+        self.category_ids = list(category_ids) if category_ids is not None else None
+        self.save_hyperparameters({"class_names": self.class_names, "category_ids": self.category_ids,
+                                   "config": dict(run_config or {})})
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Backbone parameters with `lr_mult`, everything else at the base lr; frozen ones left out."""

@@ -20,8 +20,9 @@ def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
     return instantiate(cfg.task.model, body=build_body(backbone, neck), num_classes=num_classes)
 
 
-def build_task(cfg: DictConfig, class_names: Sequence[str]) -> TaskModule:
-    """The task's LightningModule, carrying the resolved config and class names into its checkpoints."""
+def build_task(cfg: DictConfig, class_names: Sequence[str], category_ids: Sequence[int] | None = None) -> TaskModule:
+    """The task's LightningModule, carrying the resolved config, class names (and the dataset's category ids,
+    if it has them) into its checkpoints."""
     model = build_model(cfg, len(class_names))
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     # a partial, so the objects and the stored config below are passed as they are, not re-instantiated
@@ -32,5 +33,6 @@ def build_task(cfg: DictConfig, class_names: Sequence[str]) -> TaskModule:
         scheduler=scheduler,
         backbone_lr_mult=cfg.backbone.lr_mult,
         class_names=list(class_names),
+        category_ids=list(category_ids) if category_ids is not None else None,
         run_config=OmegaConf.to_container(cfg, resolve=True),
     )

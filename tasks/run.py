@@ -89,7 +89,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # idempotent; the class list must exist before the head is built
-    module = build_task(cfg, datamodule.class_names)
+    module = build_task(cfg, datamodule.class_names, getattr(datamodule, "category_ids", None))
     module.example_input_array = _example_input(cfg)
 
     logger = instantiate(cfg.logger) if cfg.get("logger") else False

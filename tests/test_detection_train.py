@@ -6,9 +6,10 @@ import pytest
 import torch
 from conftest import assert_ok, run_train
 from test_train import printed_checkpoint
+from wandb_log import read_run
 
 TINY = [
-    "task=detection", "logger=csv", "callbacks=minimal",
+    "task=detection", "callbacks=minimal",
     "data.synthetic.num_classes=2", "data.synthetic.train_images=8", "data.synthetic.val_images=4",
     "data.synthetic.test_images=4", "data.synthetic.image_size=64", "data.num_workers=0", "data.batch_size=2",
     "task.model.min_size=[64]", "task.model.max_size=64", "neck.out_channels=32", "task.model.representation_size=64",
@@ -16,9 +17,10 @@ TINY = [
 ]
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "resnext50_32x4d"])  # basic block; grouped bottleneck
-def test_train_detection_end_to_end(tmp_path, backbone):
-    proc = run_train(*TINY, f"backbone={backbone}", cwd=tmp_path)
+@pytest.mark.parametrize("backbone,logger", [("resnet18", "csv"), ("resnext50_32x4d", "wandb")])
+def test_train_detection_end_to_end(tmp_path, backbone, logger):  # a basic-block and a grouped-bottleneck backbone
+    env = {"HOME": str(tmp_path), "WANDB_API_KEY": "", "WANDB_MODE": "", "NETRC": str(tmp_path / ".netrc")}
+    proc = run_train(*TINY, f"backbone={backbone}", f"logger={logger}", cwd=tmp_path, env=env)
     assert_ok(proc)
     for key in ("test/AP", "test/AP50", "test/AP75", "test/APs", "test/APm", "test/APl", "test/AR100"):
         assert key in proc.stdout, key
@@ -28,12 +30,20 @@ def test_train_detection_end_to_end(tmp_path, backbone):
     assert (run_dir / "val_predictions" / "epoch000.png").is_file()  # drawn predictions and ground truth
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     hp = state["hyper_parameters"]
-    assert hp["class_names"] == ["circle", "triangle"]
+    assert hp["class_names"] == ["circle", "triangle"] and hp["category_ids"] == [1, 2]
     assert hp["config"]["task"]["name"] == "detection" and hp["config"]["backbone"]["name"] == backbone
     assert hp["config"]["backbone"]["norm"] == "frozen_bn"
     assert any(k.startswith("model.detector.roi_heads.box_predictor") for k in state["state_dict"])
-    metrics = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
-    assert "val/AP" in metrics and "train/loss_classifier" in metrics
+    if logger == "csv":
+        metrics = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+        assert "val/AP" in metrics and "train/loss_classifier" in metrics
+    else:  # the drawn predictions reach W&B with the metrics
+        (offline,) = (run_dir / "wandb").glob("offline-run-*")
+        _, history = read_run(offline)
+        logged = set().union(*history)
+        assert {"val/AP", "val/AP50", "test/AR100", "train/loss_classifier"} <= logged
+        assert "val/predictions._type" in logged  # W&B keeps an image list as nested keys + the files below
+        assert list((offline / "files" / "media" / "images").glob("val/predictions_*.png"))
 
 
 def test_bad_coco_json_names_the_file(tmp_path):

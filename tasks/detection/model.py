@@ -12,6 +12,8 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from backbones import Backbone
 
+from .roi_align import SparseMultiScaleRoIAlign
+
 
 class DetectionModel(nn.Module):
     """torchvision's FasterRCNN whose feature-map names, widths and anchor levels come from `body.output_shape()`.
@@ -43,6 +45,7 @@ class DetectionModel(nn.Module):
         roi_levels: Sequence[str] | None = None,
         roi_output_size: int = 7,
         roi_sampling_ratio: int = 2,
+        roi_align: str = "sparse",
         representation_size: int = 1024,
         image_mean: Sequence[float] = (0.485, 0.456, 0.406),
         image_std: Sequence[float] = (0.229, 0.224, 0.225),
@@ -69,7 +72,10 @@ class DetectionModel(nn.Module):
         width = widths.pop()
         body.out_channels = width  # the one attribute torchvision's FasterRCNN reads from its backbone
         anchors = AnchorGenerator(tuple(tuple(s) for s in anchor_sizes), (tuple(aspect_ratios),) * len(levels))
-        pooler = MultiScaleRoIAlign(list(roi_levels), roi_output_size, roi_sampling_ratio)
+        poolers = {"sparse": SparseMultiScaleRoIAlign, "torchvision": MultiScaleRoIAlign}
+        if roi_align not in poolers:
+            raise ValueError(f"roi_align must be one of {', '.join(poolers)} (got {roi_align!r})")
+        pooler = poolers[roi_align](list(roi_levels), roi_output_size, roi_sampling_ratio)
         # torchvision's own head classes, so its fasterrcnn_resnet50_fpn state dicts keep their key names
         box_head = TwoMLPHead(width * roi_output_size**2, representation_size)
         predictor = FastRCNNPredictor(representation_size, num_classes + 1)
