@@ -165,12 +165,13 @@ def torchvision_detector(cfg, num_classes: int) -> nn.Module:
     settings = {k: v for k, v in cfg.task.model.items()
                 if k not in ("_target_", "anchor_sizes", "aspect_ratios", "roi_levels", "roi_output_size",
                              "roi_sampling_ratio", "representation_size")}
-    settings["min_size"] = tuple(settings["min_size"]) if not isinstance(settings["min_size"], int) else settings["min_size"]
+    if not isinstance(settings["min_size"], int):
+        settings["min_size"] = tuple(settings["min_size"])
     resnet = getattr(torchvision.models, cfg.backbone.name)(weights=None, norm_layer=FrozenBatchNorm2d)
     backbone = _resnet_fpn_extractor(resnet, trainable_layers=5 - cfg.backbone.freeze_at)
     rep = cfg.task.model.representation_size
-    return FasterRCNN(backbone, box_head=TwoMLPHead(256 * 7 * 7, rep), box_predictor=FastRCNNPredictor(rep, num_classes + 1),
-                      **settings)
+    return FasterRCNN(backbone, box_head=TwoMLPHead(256 * 7 * 7, rep),
+                      box_predictor=FastRCNNPredictor(rep, num_classes + 1), **settings)
 
 
 class PlainDetectorStep:
@@ -203,7 +204,8 @@ def detection_batches(args) -> list:
         xy = torch.rand(k, 2, generator=g) * s * 0.6
         wh = torch.rand(k, 2, generator=g) * s * 0.3 + s * 0.1
         samples.append((torch.rand(3, s, s, generator=g),
-                        {"boxes": torch.cat([xy, xy + wh], 1), "labels": torch.randint(1, args.classes + 1, (k,), generator=g),
+                        {"boxes": torch.cat([xy, xy + wh], 1),
+                         "labels": torch.randint(1, args.classes + 1, (k,), generator=g),
                          "iscrowd": torch.zeros(k, dtype=torch.int64)}))
     return samples
 

@@ -29,7 +29,8 @@ def shape_polygon(kind: str, cx: float, cy: float, radius: float, angle: float) 
         pts = [(1.0 if i % 2 == 0 else 0.42, -math.pi / 2 + math.pi * i / 5) for i in range(10)]
     elif kind == "cross":
         w = 0.33
-        xy = [(w, 1), (w, w), (1, w), (1, -w), (w, -w), (w, -1), (-w, -1), (-w, -w), (-1, -w), (-1, w), (-w, w), (-w, 1)]
+        xy = [(w, 1), (w, w), (1, w), (1, -w), (w, -w), (w, -1),
+              (-w, -1), (-w, -w), (-1, -w), (-1, w), (-w, w), (-w, 1)]
         pts = [(math.hypot(x, y), math.atan2(y, x)) for x, y in xy]
     elif kind == "arrow":
         xy = [(1, 0), (0.2, 0.7), (0.2, 0.3), (-1, 0.3), (-1, -0.3), (0.2, -0.3), (0.2, -0.7)]

@@ -66,4 +66,5 @@ def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None,
 
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+    out, err = proc.stdout[-4000:], proc.stderr[-6000:]
+    assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{out}\nSTDERR:\n{err}"

@@ -26,6 +26,10 @@ def without_crowd(target: dict[str, Any]) -> dict[str, Any]:
     return {**target, "boxes": target["boxes"][keep], "labels": target["labels"][keep]}
 
 
+def _to_cpu(target: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.cpu() if isinstance(v, Tensor) else v for k, v in target.items()}
+
+
 class DetectionTask(TaskModule):
     """Batches are `(images: tuple of (3, H, W) in [0, 1], targets: tuple of dicts)` (see data/detection.py).
 
@@ -66,8 +70,9 @@ class DetectionTask(TaskModule):
         if batch_idx == 0 and self.vis_images and not self.trainer.sanity_checking:
             images, targets = batch
             n = self.vis_images
-            self._vis_batch = ([i.cpu() for i in images[:n]], [{k: v.cpu() for k, v in p.items()} for p in preds[:n]],
-                               [{k: v.cpu() if isinstance(v, Tensor) else v for k, v in t.items()} for t in targets[:n]])
+            self._vis_batch = ([i.cpu() for i in images[:n]],
+                               [{k: v.cpu() for k, v in p.items()} for p in preds[:n]],
+                               [_to_cpu(t) for t in targets[:n]])
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate(batch, self.test_metrics)

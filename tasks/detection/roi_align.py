@@ -102,7 +102,8 @@ class SparseMultiScaleRoIAlign(MultiScaleRoIAlign):
         if not fast:
             return super().forward(x, boxes, image_shapes)
         if self.scales is None or self.map_levels is None:
-            self.scales, self.map_levels = _setup_scales(feats, image_shapes, self.canonical_scale, self.canonical_level)
+            self.scales, self.map_levels = _setup_scales(feats, image_shapes, self.canonical_scale,
+                                                         self.canonical_level)
         rois = _convert_to_roi_format(boxes)
         levels = self.map_levels(boxes) if len(feats) > 1 else torch.zeros(len(rois), dtype=torch.int64)
         return sparse_roi_align(feats, rois, levels.long(), self.scales, tuple(self.output_size), self.sampling_ratio)

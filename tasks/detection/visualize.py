@@ -55,11 +55,11 @@ def draw_detections(image: Tensor, pred: Mapping[str, Tensor], target: Mapping[s
     if keep.any():
         boxes, labels, scores = (pred[k].detach().cpu()[keep] for k in ("boxes", "labels", "scores"))
         labels, scores = labels.tolist(), scores.tolist()
-        names = [class_names[l - 1] if 1 <= l <= len(class_names) else str(l) for l in labels]
+        names = [class_names[lbl - 1] if 1 <= lbl <= len(class_names) else str(lbl) for lbl in labels]
         font = _font_file()
         out = draw_bounding_boxes(
             out, boxes, labels=[f"{n} {s:.2f}" for n, s in zip(names, scores)],
-            colors=[class_color(l) for l in labels], width=2, font=font,
+            colors=[class_color(lbl) for lbl in labels], width=2, font=font,
             font_size=max(11, out.shape[-2] // 22) if font else None, **_FILL_LABELS)
     return out
 
