@@ -52,3 +52,16 @@ def test_bad_coco_json_names_the_file(tmp_path):
     proc = run_train("task=detection", "data=coco", f"data.root={tmp_path}/coco", "logger=csv", cwd=tmp_path)
     assert proc.returncode != 0
     assert "instances_train.json" in proc.stderr
+
+
+@pytest.mark.slow
+def test_detection_ddp_two_cpu_processes(tmp_path):
+    """2 gloo processes; 5 test images over 2 ranks makes the sampler repeat one, which the metric counts once."""
+    proc = run_train(*TINY, "logger=csv", "data.synthetic.test_images=5", "trainer=ddp", "trainer.accelerator=cpu",
+                     "trainer.devices=2", cwd=tmp_path)
+    assert_ok(proc)
+    assert "test/AP" in proc.stdout
+    (run_dir,) = (tmp_path / "outputs" / "detection" / "resnet18").iterdir()
+    assert len(list(tmp_path.rglob("metrics.csv"))) == 1  # rank 0 logs
+    assert [p.name for p in (run_dir / "val_predictions").iterdir()] == ["epoch000.png"]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
