@@ -21,6 +21,15 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the generator's output changes, so caches are rebuilt
 
 
+def _cached(kind: str, params: dict[str, Any], write: Callable[[Path], None]) -> Path:
+    """The cache folder for `kind` + `params`, written once by `write(folder)` if it does not exist yet."""
+    root = keyed_dir(kind, params)
+    if not root.exists():
+        log.info("writing synthetic %s data to %s", kind, root)
+        _write_atomically(root, write)
+    return root
+
+
 def _write_atomically(root: Path, write: Callable[[Path], None]) -> Path:
     """Write into a temporary sibling and rename, so a crash or a concurrent run never sees half a dataset."""
     if root.exists():
@@ -62,15 +71,12 @@ def synthetic_classification(num_classes: int = 6, train_per_class: int = 200, v
                              test_per_class: int = 50, image_size: int = 64, seed: int = 0) -> Path:
     """Generate (once, cached) the synthetic ImageFolder and return its root."""
     if not 2 <= num_classes <= len(SHAPES):
-        raise ValueError(f"synthetic classification supports 2..{len(SHAPES)} classes (got {num_classes})")
+        raise ValueError(f"data.synthetic.num_classes must be in 2..{len(SHAPES)} for classification, one class "
+                         f"per shape (got {num_classes})")
     params: dict[str, Any] = dict(num_classes=num_classes, image_size=image_size, seed=seed, version=FORMAT_VERSION,
                                   per_class={"train": train_per_class, "val": val_per_class, "test": test_per_class})
-    root = keyed_dir("classification", params)
-    if not root.exists():
-        log.info("writing synthetic classification data to %s", root)
-        _write_atomically(root, lambda tmp: write_classification(
-            tmp, num_classes=num_classes, per_class=params["per_class"], image_size=image_size, seed=seed))
-    return root
+    return _cached("classification", params, lambda tmp: write_classification(
+        tmp, num_classes=num_classes, per_class=params["per_class"], image_size=image_size, seed=seed))
 
 
 DETECTION_VERSION = 2  # bump when the detection output changes (1 repeated annotation ids)
@@ -143,14 +149,11 @@ def synthetic_detection(num_classes: int = 3, train_images: int = 240, val_image
                         image_size: int = 128, max_objects: int = 4, seed: int = 0) -> Path:
     """Generate (once, cached) the synthetic COCO detection set and return its root."""
     if not 1 <= num_classes <= len(SHAPES):
-        raise ValueError(f"synthetic detection supports 1..{len(SHAPES)} classes (got {num_classes})")
+        raise ValueError(f"data.synthetic.num_classes must be in 1..{len(SHAPES)} for detection, one class per "
+                         f"shape (got {num_classes})")
     params: dict[str, Any] = dict(num_classes=num_classes, image_size=image_size, max_objects=max_objects, seed=seed,
                                   version=DETECTION_VERSION,
                                   counts={"train": train_images, "val": val_images, "test": test_images})
-    root = keyed_dir("detection", params)
-    if not root.exists():
-        log.info("writing synthetic detection data to %s", root)
-        _write_atomically(root, lambda tmp: write_detection(
-            tmp, num_classes=num_classes, counts=params["counts"], image_size=image_size,
-            max_objects=max_objects, seed=seed))
-    return root
+    return _cached("detection", params, lambda tmp: write_detection(
+        tmp, num_classes=num_classes, counts=params["counts"], image_size=image_size,
+        max_objects=max_objects, seed=seed))

@@ -9,6 +9,7 @@ import lightning as L
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import Metric, MetricCollection
 
 from backbones import Backbone
 
@@ -55,6 +56,14 @@ class TaskModule(L.LightningModule):
         self.category_ids = list(category_ids) if category_ids is not None else None
         self.save_hyperparameters({"class_names": self.class_names, "category_ids": self.category_ids,
                                    "config": dict(run_config or {})})
+
+    def log_metrics(self, metrics: Metric | MetricCollection, prefix: str = "", prog_bar: tuple[str, ...] = ()) -> None:
+        """Log `metrics.compute()` as `prefix + name` once per epoch, then reset. compute() syncs the states
+        across DDP processes; logging per epoch rather than per step keeps Lightning's per-call cost out of
+        the training loop. Logged names in `prog_bar` also go to the progress bar."""
+        for name, value in metrics.compute().items():
+            self.log(prefix + name, value, prog_bar=prefix + name in prog_bar)
+        metrics.reset()
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Backbone parameters with `lr_mult`, everything else at the base lr; frozen ones left out."""

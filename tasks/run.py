@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -102,8 +103,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     _report(metrics, best, run_dir)
-    if logger and hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
-        import wandb
-
-        wandb.finish()  # close the run so a multirun's next job starts a new one
+    if isinstance(logger, WandbLogger):
+        logger.experiment.finish()  # close the run so a multirun's next job starts a new one
     return metrics

@@ -43,20 +43,14 @@ class ClassificationTask(TaskModule):
                  batch_size=labels.numel(), sync_dist=not on_step)
         return loss
 
-    def _log_epoch(self, metrics: MetricCollection, prog_bar: bool) -> None:
-        # logged once per epoch rather than per step: Lightning's per-call bookkeeping costs more than the
-        # metric updates themselves; compute() syncs the states across DDP processes
-        self.log_dict(metrics.compute(), prog_bar=prog_bar)
-        metrics.reset()
-
     def on_train_epoch_end(self) -> None:
-        self._log_epoch(self.train_metrics, prog_bar=False)
+        self.log_metrics(self.train_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch(self.val_metrics, prog_bar=True)
+        self.log_metrics(self.val_metrics, prog_bar=("val/acc1", "val/acc5"))
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch(self.test_metrics, prog_bar=False)
+        self.log_metrics(self.test_metrics)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         return self._step(batch, "train", self.train_metrics)

@@ -82,18 +82,12 @@ class DetectionTask(TaskModule):
         images = batch[0] if isinstance(batch[0], (tuple, list)) else batch
         return self.model(list(images))
 
-    def _log_metrics(self, split: str, metrics: CocoBoxMetrics) -> None:
-        values = metrics.compute()  # gathers every process's images first
-        self.log(f"{split}/AP", values.pop("AP"), prog_bar=True)
-        self.log_dict({f"{split}/{name}": value for name, value in values.items()})
-        metrics.reset()
-
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics("val", self.val_metrics)
+        self.log_metrics(self.val_metrics, "val/", prog_bar=("val/AP",))
         self._save_predictions()
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
+        self.log_metrics(self.test_metrics, "test/")
 
     @rank_zero_only
     def _save_predictions(self) -> None:

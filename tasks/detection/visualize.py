@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -17,9 +16,6 @@ GT_COLOR = (0, 255, 0)
 # bright, mutually distinct and not green (that is the ground truth), so black label text reads on them all
 PALETTE = [(255, 60, 60), (60, 150, 255), (255, 165, 0), (255, 80, 255), (0, 225, 225), (255, 235, 0),
            (175, 120, 255), (255, 150, 180), (200, 140, 80), (150, 200, 255)]
-# a filled label background (black text on the box colour) reads on any image; torchvision >= 0.23 has it
-_FILL_LABELS = ({"fill_labels": True} if "fill_labels" in inspect.signature(draw_bounding_boxes).parameters
-                else {})
 
 
 def class_color(label: int) -> tuple[int, int, int]:
@@ -60,7 +56,8 @@ def draw_detections(image: Tensor, pred: Mapping[str, Tensor], target: Mapping[s
         out = draw_bounding_boxes(
             out, boxes, labels=[f"{n} {s:.2f}" for n, s in zip(names, scores)],
             colors=[class_color(lbl) for lbl in labels], width=2, font=font,
-            font_size=max(11, out.shape[-2] // 22) if font else None, **_FILL_LABELS)
+            # fill_labels: black text on the box colour reads on any image
+            font_size=max(11, out.shape[-2] // 22) if font else None, fill_labels=True)
     return out
 
 
