@@ -3,10 +3,12 @@ same torchvision models, same in-memory data and batch size, in one process.
 
     uv run python benchmark.py                                  # classification: resnet18, 64 px, batch 32
     uv run python benchmark.py --task detection                 # Faster R-CNN: resnet50 + FPN, 128 px, batch 4
+    uv run python benchmark.py --task segmentation              # U-Net: resnet34, 128 px, batch 8
 
 classification: Cerberus' training against a hand-written loop over the same torchvision ResNet.
 detection: Cerberus' training and inference against torchvision's own `fasterrcnn_resnet50_fpn` construction
 (`_resnet_fpn_extractor`, FrozenBatchNorm, same trainable stages) with the task's detector settings.
+segmentation: Cerberus' U-Net training against segmentation-models-pytorch's `Unet` on the same encoder.
 
 Two measurements:
 - paired: inside one Cerberus run, a callback runs one plain step (its own model and optimizer) on the same
@@ -120,7 +122,7 @@ def classification(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
     data = TensorDataset(torch.randn(n, 3, args.image_size, args.image_size, generator=g),
                          torch.randint(0, args.classes, (n,), generator=g))
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, drop_last=True)
-    cfg = compose_config([f"backbone={args.backbone}", *OVERRIDES], output_dir=run_dir)
+    cfg = compose_config([f"backbone={args.backbone}", *OVERRIDES, *args.override], output_dir=run_dir)
     ips = lambda seconds: images_per_second(seconds, args.warmup, args.batch_size)  # noqa: E731
 
     def cerberus(paired: bool) -> StepTimer:
@@ -195,6 +197,15 @@ class PlainDetectorStep:
         self.opt.step()
 
 
+# `cerberus`: the task's CPU-sized detector settings. `torchvision`: experiment=detection_torchvision (2000 / 1000
+# proposals, 512 sampled RoIs per image, 1024-wide box head) with the short side kept at the benchmark's image size.
+RECIPES: dict[str, Callable[[int], list[str]]] = {
+    "cerberus": lambda size: [],
+    "torchvision": lambda size: ["experiment=detection_torchvision", f"task.model.min_size={size}",
+                                 f"task.model.max_size={size * 3 // 2}"],
+}
+
+
 def detection_batches(args) -> list:
     g = torch.Generator().manual_seed(0)
     s = args.image_size
@@ -212,7 +223,9 @@ def detection_batches(args) -> list:
 
 def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
     loader = DataLoader(detection_batches(args), batch_size=args.batch_size, collate_fn=lambda b: tuple(zip(*b)))
-    cfg = compose_config(["task=detection", f"backbone={args.backbone}", *OVERRIDES], output_dir=run_dir)
+    recipe = RECIPES[args.recipe](args.image_size)
+    cfg = compose_config(["task=detection", f"backbone={args.backbone}", *recipe, *OVERRIDES, *args.override],
+                         output_dir=run_dir)
     ips = lambda seconds: images_per_second(seconds, args.warmup, args.batch_size)  # noqa: E731
     results = {m: {"plain": [], "cerberus": []} for m in ("paired training", "paired inference")}
     for r in range(args.repeats):
@@ -232,6 +245,51 @@ def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
     return results
 
 
+# --- segmentation -----------------------------------------------------------------------------------------
+
+class PlainUnetStep:
+    """segmentation-models-pytorch's Unet on the same encoder in a hand-written loop: cross-entropy with the
+    ignore label, the same optimizer."""
+
+    def __init__(self, encoder: str, num_classes: int, optimizer, channels_last: bool = False) -> None:
+        import segmentation_models_pytorch as smp
+
+        self.model = smp.Unet(encoder, encoder_weights=None, classes=num_classes).train()
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.opt = optimizer(self.model.parameters())
+        self.criterion = nn.CrossEntropyLoss(ignore_index=255)
+
+    def __call__(self, batch) -> None:
+        images, masks = batch
+        loss = self.criterion(self.model(images), masks)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def segmentation(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
+    g = torch.Generator().manual_seed(0)
+    n, s = args.batch_size * args.steps, args.image_size
+    masks = torch.randint(0, args.classes, (n, s, s), generator=g)
+    masks[:, : s // 8] = 255  # some ignored pixels, as real masks have
+    loader = DataLoader(TensorDataset(torch.randn(n, 3, s, s, generator=g), masks), batch_size=args.batch_size)
+    cfg = compose_config(["task=segmentation", f"backbone={args.backbone}", *OVERRIDES, *args.override],
+                         output_dir=run_dir)
+    ips = lambda seconds: images_per_second(seconds, args.warmup, args.batch_size)  # noqa: E731
+    results = {"paired training": {"plain": [], "cerberus": []}}
+    for r in range(args.repeats):
+        torch.manual_seed(r)
+        module = build_task(cfg, [str(i) for i in range(args.classes)])
+        timer = StepTimer(PlainUnetStep(args.backbone, args.classes, instantiate(cfg.optim),
+                                        channels_last=args.plain_channels_last))
+        make_trainer(cfg, timer).fit(module, train_dataloaders=loader)
+        results["paired training"]["cerberus"].append(ips(timer.cerberus_s))
+        results["paired training"]["plain"].append(ips(timer.plain_s[1:]))
+        report_repeat(r, results)
+    return results
+
+
 # --- report -----------------------------------------------------------------------------------------------
 
 def report_repeat(r: int, results: dict[str, dict[str, list[float]]]) -> None:
@@ -241,26 +299,36 @@ def report_repeat(r: int, results: dict[str, dict[str, list[float]]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["classification", "detection"], default="classification")
+    parser.add_argument("--task", choices=["classification", "detection", "segmentation"], default="classification")
     parser.add_argument("--backbone", default=None, help="a torchvision ResNet-family name "
-                        "(default resnet18 for classification, resnet50 for detection)")
-    parser.add_argument("--image-size", type=int, default=None, help="default 64 (classification), 128 (detection)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default 32 (classification), 4 (detection)")
-    parser.add_argument("--steps", type=int, default=None, help="default 40 (classification), 15 (detection)")
-    parser.add_argument("--warmup", type=int, default=None, help="default 5 (classification), 3 (detection)")
+                        "(default resnet18 for classification, resnet50 for detection, resnet34 for segmentation)")
+    parser.add_argument("--image-size", type=int, default=None, help="default 64 (classification), 128 (others)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default 32 (classification), 4 (detection), 8 (segmentation)")
+    parser.add_argument("--steps", type=int, default=None, help="default 40 (classification), 15 (others)")
+    parser.add_argument("--warmup", type=int, default=None, help="default 5 (classification), 3 (others)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="cerberus",
+                        help="detection settings: the task's CPU-sized ones, or torchvision's proposal/RoI counts")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--plain-channels-last", action="store_true",
+                        help="segmentation: run the plain smp loop channels-last too")
+    parser.add_argument("--override", nargs="*", default=[], help="more Cerberus config overrides, e.g. "
+                        "task.module.channels_last=true (the plain loop is unchanged)")
     parser.add_argument("--classes", type=int, default=10)
     args = parser.parse_args()
-    defaults = {"classification": ("resnet18", 64, 32, 40, 5), "detection": ("resnet50", 128, 4, 15, 3)}[args.task]
+    defaults = {"classification": ("resnet18", 64, 32, 40, 5), "detection": ("resnet50", 128, 4, 15, 3),
+                "segmentation": ("resnet34", 128, 8, 15, 3)}[args.task]
     for key, value in zip(("backbone", "image_size", "batch_size", "steps", "warmup"), defaults):
         if getattr(args, key) is None:
             setattr(args, key, value)
     warnings.filterwarnings("ignore")
 
     with tempfile.TemporaryDirectory() as run_dir:
-        results = (classification if args.task == "classification" else detection)(args, run_dir)
+        results = {"classification": classification, "detection": detection,
+                   "segmentation": segmentation}[args.task](args, run_dir)
 
-    print(f"\n{args.task}: {args.backbone}, {args.image_size}px, batch {args.batch_size}, {args.steps} steps "
+    recipe = f", recipe {args.recipe}" if args.task == "detection" else ""
+    print(f"\n{args.task}{recipe}: {args.backbone}, {args.image_size}px, batch {args.batch_size}, {args.steps} steps "
           f"({args.warmup} warmup), {args.repeats} repeats, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device cpu")
     target = 0.97 if args.task == "classification" else 1.0

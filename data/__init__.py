@@ -3,5 +3,7 @@
 from .classification import ImageFolderDataModule
 from .detection import CocoDetectionDataModule
 from .errors import DataError
+from .segmentation import CocoSegmentationDataModule, MaskDataModule
 
-__all__ = ["CocoDetectionDataModule", "DataError", "ImageFolderDataModule"]
+__all__ = ["CocoDetectionDataModule", "CocoSegmentationDataModule", "DataError", "ImageFolderDataModule",
+           "MaskDataModule"]

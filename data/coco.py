@@ -21,7 +21,8 @@ SECTIONS = ("images", "annotations", "categories")
 @dataclass(frozen=True)
 class CocoImage:
     """One image and its annotations; boxes (N, 4) float32 xyxy pixels, labels (N,) int64 in 1..K,
-    iscrowd (N,) int64, area (N,) float32."""
+    iscrowd (N,) int64, area (N,) float32; segmentations (N,) the json's polygons / RLE dicts, kept only
+    when `load_coco(..., segmentation=True)` (else empty)."""
 
     image_id: int
     path: Path
@@ -31,6 +32,7 @@ class CocoImage:
     labels: np.ndarray
     iscrowd: np.ndarray
     area: np.ndarray
+    segmentations: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,14 +105,42 @@ def check_box(bbox: Any, width: int, height: int) -> tuple[list[float] | None, s
     return [x0, y0, x1, y1], ""
 
 
+def check_segmentation(segm: Any, width: int, height: int) -> str:
+    """"" if `segm` is COCO polygons `[[x0, y0, x1, y1, ...], ...]` (3+ points each) or an RLE
+    `{"size": [height, width], "counts": [...] or "..."}` of this image, else what is wrong with it."""
+    if isinstance(segm, list) and segm:
+        for poly in segm:
+            if not (isinstance(poly, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                   and math.isfinite(v) for v in poly)):
+                return f"polygon {str(poly)[:60]} is not a list of numbers [x0, y0, x1, y1, ...]"
+            if len(poly) % 2 or len(poly) < 6:
+                return f"polygon {str(poly)[:60]} has {len(poly)} coordinates; a polygon needs 3+ (x, y) points"
+        return ""
+    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
+        if segm["size"] != [height, width]:
+            return f"RLE size {segm['size']} is not the image's [height, width] = [{height}, {width}]"
+        counts = segm["counts"]
+        if isinstance(counts, list):  # uncompressed: run lengths that must cover the image exactly
+            runs = all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+            if not runs or sum(counts) != height * width:
+                return f"uncompressed RLE counts do not add up to {height} x {width} = {height * width} pixels"
+        elif not isinstance(counts, str):
+            return "RLE counts are neither a list of run lengths nor a compressed string"
+        return ""
+    if segm is None or segm == [] or segm == {}:
+        return "segmentation is missing or empty"
+    return f"segmentation {str(segm)[:60]} is neither polygons [[x0, y0, ...], ...] nor RLE {{size, counts}}"
+
+
 def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: list[int] | None = None,
-              drop_bad_boxes: bool = False) -> CocoIndex:
+              drop_bad_boxes: bool = False, segmentation: bool = False) -> CocoIndex:
     """Read and validate an instances json whose `file_name`s are relative to `image_dir`.
 
     `category_ids` (from the train split) fixes the label order; by default it is this file's categories
     sorted by id. Raises DataError naming the file, the image / annotation id and the fix for malformed
     entries, unknown ids, listed images missing on disk and, unless `drop_bad_boxes`, bad boxes (outside
     the image by more than BOX_TOLERANCE px, or empty); dropped boxes are counted in a warning.
+    `segmentation` keeps each annotation's polygons / RLE and requires a valid one (semantic segmentation).
     """
     path, image_dir = Path(json_path), Path(image_dir)
     data = read_coco_json(path)
@@ -157,7 +187,12 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
             continue
         iscrowd = _field(ann, "iscrowd", int, path, where) if "iscrowd" in ann else 0
         area = _field(ann, "area", float, path, where) if "area" in ann else (box[2] - box[0]) * (box[3] - box[1])
-        img["anns"].append((box, label_of[cid], iscrowd, area))
+        segm = ann.get("segmentation")
+        if segmentation and (problem := check_segmentation(segm, img["width"], img["height"])):
+            raise DataError(f"{path}: {where}: {problem}; task=segmentation needs every annotation's "
+                            "\"segmentation\" as polygons [[x0, y0, x1, y1, ...]] or RLE {\"size\": [h, w], "
+                            "\"counts\": ...}: fix or remove the annotation (or train task=detection)")
+        img["anns"].append((box, label_of[cid], iscrowd, area, segm if segmentation else None))
     if dropped:
         log.warning("dropped %d bad boxes from %s (first: %s)", len(dropped), path, dropped[0])
 
@@ -168,12 +203,13 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
                         f"{f', nor do {len(missing) - 1} more' if len(missing) > 1 else ''}; "
                         f"put the images in {image_dir} or fix \"file_name\"")
     return CocoIndex(path, category_ids, [cats.get(c, str(c)) for c in category_ids],
-                     [_image(iid, img) for iid, img in images.items()])
+                     [_image(iid, img, segmentation) for iid, img in images.items()])
 
 
-def _image(iid: int, img: dict[str, Any]) -> CocoImage:
+def _image(iid: int, img: dict[str, Any], segmentation: bool) -> CocoImage:
     anns = img["anns"]
-    boxes, labels, iscrowd, area = zip(*anns) if anns else ((), (), (), ())
+    boxes, labels, iscrowd, area, segms = zip(*anns) if anns else ((), (), (), (), ())
     return CocoImage(iid, img["path"], img["width"], img["height"],
                      np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
-                     np.asarray(iscrowd, np.int64), np.asarray(area, np.float32))
+                     np.asarray(iscrowd, np.int64), np.asarray(area, np.float32),
+                     tuple(segms) if segmentation else ())

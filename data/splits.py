@@ -29,6 +29,10 @@ class SplitDataModule(L.LightningDataModule):
     def dataset(self, split: str, train: bool) -> Dataset:
         raise NotImplementedError
 
+    def collate(self) -> Callable | None:
+        """The loaders' collate function: the class's `collate_fn` unless a subclass needs instance settings."""
+        return type(self).collate_fn
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.dataset(split, train)
         return DataLoader(
@@ -37,7 +41,7 @@ class SplitDataModule(L.LightningDataModule):
             shuffle=train,
             drop_last=train and len(dataset) > self.batch_size,  # no 1-image last batch for BatchNorm
             num_workers=self.num_workers,
-            collate_fn=type(self).collate_fn,
+            collate_fn=self.collate(),
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )

@@ -157,3 +157,53 @@ def synthetic_detection(num_classes: int = 3, train_images: int = 240, val_image
     return _cached("detection", params, lambda tmp: write_detection(
         tmp, num_classes=num_classes, counts=params["counts"], image_size=image_size,
         max_objects=max_objects, seed=seed))
+
+
+SEGMENTATION_VERSION = 1  # bump when the segmentation output changes
+
+
+def segmentation_image(rng: np.random.Generator, num_classes: int, size: int,
+                       max_objects: int) -> tuple[Image.Image, Image.Image]:
+    """1..max_objects shapes (radius 10-30% of the side, overlaps allowed) drawn in turn on a noisy background,
+    and their mask: pixel value k + 1 where shape SHAPES[k] shows, 0 elsewhere. Both come from the same
+    polygon fill, so later shapes cover earlier ones in the image and the mask alike."""
+    img = noisy_background(rng, size, size)
+    mask = Image.new("L", (size, size), 0)
+    for _ in range(rng.integers(1, max_objects + 1)):
+        label = int(rng.integers(num_classes))
+        radius = rng.uniform(0.1, 0.3) * size
+        cx, cy = rng.uniform(0.5 * radius, size - 0.5 * radius, size=2)
+        poly = draw_shape(img, SHAPES[label], cx, cy, radius, rng.uniform(0, 2 * math.pi), bright_colour(rng))
+        ImageDraw.Draw(mask).polygon(poly, fill=label + 1)
+    return img, mask
+
+
+def write_segmentation(root: Path, *, num_classes: int, counts: dict[str, int], image_size: int,
+                       max_objects: int, seed: int) -> None:
+    """Write `root/<split>/images/<index>.png`, `root/<split>/masks/<index>.png` and `root/classes.txt`."""
+    rng = np.random.default_rng(seed)
+    (root / "classes.txt").write_text("\n".join(["background", *SHAPES[:num_classes]]) + "\n")
+    for split, count in counts.items():
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir()
+        for i in range(count):
+            img, mask = segmentation_image(rng, num_classes, image_size, max_objects)
+            img.save(root / split / "images" / f"{i:05d}.png")
+            mask.save(root / split / "masks" / f"{i:05d}.png")
+
+
+def synthetic_segmentation(num_classes: int = 3, train_images: int = 400, val_images: int = 80,
+                           test_images: int = 80, image_size: int = 64, max_objects: int = 4, seed: int = 0) -> Path:
+    """Generate (once, cached) the synthetic image/mask folders (classes: background + `num_classes` shapes)
+    and return the root."""
+    if not 1 <= num_classes <= len(SHAPES):
+        raise ValueError(f"data.synthetic.num_classes must be in 1..{len(SHAPES)} for segmentation, one class per "
+                         f"shape besides background (got {num_classes})")
+    if max_objects < 1:
+        raise ValueError(f"data.synthetic.max_objects must be at least 1 (got {max_objects})")
+    params: dict[str, Any] = dict(num_classes=num_classes, image_size=image_size, max_objects=max_objects, seed=seed,
+                                  version=SEGMENTATION_VERSION,
+                                  counts={"train": train_images, "val": val_images, "test": test_images})
+    return _cached("segmentation", params, lambda tmp: write_segmentation(
+        tmp, num_classes=num_classes, counts=params["counts"], image_size=image_size,
+        max_objects=max_objects, seed=seed))

@@ -1,5 +1,6 @@
-"""torchvision.transforms.v2 pipelines: classification (PIL image -> normalized float tensor) and detection
-(joint image + boxes -> float image in [0, 1]; the detector normalizes and resizes itself)."""
+"""torchvision.transforms.v2 pipelines: classification (PIL image -> normalized float tensor), detection
+(joint image + boxes -> float image in [0, 1]; the detector normalizes and resizes itself) and segmentation
+(joint image + mask -> normalized float image, int64 mask)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,12 @@ def classification_transforms(
     return v2.Compose(ops)
 
 
+def photometric_jitter(p: float) -> v2.RandomApply:
+    """Colour jitter with probability `p`; it changes images only (boxes and masks pass through)."""
+    # SSD's photometric ranges without hue: hue costs ~50x more CPU than the rest at COCO sizes
+    return v2.RandomApply([v2.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5)], p=p)
+
+
 PER_BOX = ("labels", "iscrowd", "area", "box_area")  # target entries filtered together with their boxes
 
 
@@ -90,8 +97,7 @@ def detection_transforms(
     if train:
         ops.append(_remember_box_area)
         if photometric > 0:
-            # SSD's photometric ranges without hue: hue costs ~50x more CPU than the rest at COCO sizes
-            ops.append(v2.RandomApply([v2.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5)], p=photometric))
+            ops.append(photometric_jitter(photometric))
         if zoom_out > 0:
             # fill with the mean ImageNet colour, as torchvision's detection references do
             ops.append(v2.RandomZoomOut(fill={tv_tensors.Image: (124, 116, 104), "others": 0},
@@ -102,4 +108,41 @@ def detection_transforms(
             ops.append(v2.RandomHorizontalFlip(hflip))
         ops += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(labels_getter=_per_box), _rescale_area]
     ops.append(v2.ToDtype(torch.float32, scale=True))
+    return v2.Compose(ops)
+
+
+def segmentation_transforms(
+    train: bool,
+    image_size: int,
+    *,
+    eval_size: int | None = None,
+    scale: Sequence[float] = (0.5, 2.0),
+    hflip: float = 0.5,
+    photometric: float = 0.5,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    ignore_index: int = 255,
+) -> v2.Compose:
+    """Joint transform `(PIL image, tv_tensors.Mask (H, W)) -> (image (3, H', W') float32 normalized by
+    `mean` / `std`, mask (H', W') int64)`; masks are resized with nearest neighbour.
+
+    Train: resize the short side to a random length in `scale` x `image_size`, random `image_size` square
+    crop (padded where the image is smaller: image with 0, mask with `ignore_index`), horizontal flip
+    (probability `hflip`), colour jitter (probability `photometric`). Eval: resize the short side to
+    `eval_size` (None: keep the native size), nothing else.
+    """
+    ops: list[v2.Transform] = [v2.ToImage()]
+    if train:
+        low, high = (round(s * image_size) for s in scale)
+        fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
+        ops += [v2.RandomResize(low, max(high, low + 1), antialias=True),
+                v2.RandomCrop(image_size, pad_if_needed=True, fill=fill)]
+        if hflip > 0:
+            ops.append(v2.RandomHorizontalFlip(hflip))
+        if photometric > 0:
+            ops.append(photometric_jitter(photometric))
+    elif eval_size is not None:
+        ops.append(v2.Resize(eval_size, antialias=True))
+    ops += [v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+            v2.Normalize(list(mean), list(std))]
     return v2.Compose(ops)

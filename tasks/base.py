@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
+import torch
+from rich.table import Table
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -34,6 +36,8 @@ class TaskModule(L.LightningModule):
         class_names: label order of the dataset, stored with the model.
         category_ids: the dataset's own id of each class (COCO category ids), when it has them.
         run_config: the resolved run config, stored in every checkpoint so the model can be rebuilt from it.
+        channels_last: store the model's 4-D weights (and so its activations) as NHWC, which oneDNN on CPUs and
+            cuDNN on tensor-core GPUs run faster (timm's `--channels-last`); numerics stay float32.
     """
 
     def __init__(
@@ -46,16 +50,22 @@ class TaskModule(L.LightningModule):
         class_names: list[str] | None = None,
         category_ids: list[int] | None = None,
         run_config: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.backbone_lr_mult = backbone_lr_mult
+        self.channels_last = channels_last
         self.class_names = list(class_names or [])
         self.category_ids = list(category_ids) if category_ids is not None else None
         self.save_hyperparameters({"class_names": self.class_names, "category_ids": self.category_ids,
                                    "config": dict(run_config or {})})
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:  # before the optimizer is built: params are converted in place, keeping identity
+            self.model.to(memory_format=torch.channels_last)
 
     def log_metrics(self, metrics: Metric | MetricCollection, prefix: str = "", prog_bar: tuple[str, ...] = ()) -> None:
         """Log `metrics.compute()` as `prefix + name` once per epoch, then reset. compute() syncs the states
@@ -64,6 +74,10 @@ class TaskModule(L.LightningModule):
         for name, value in metrics.compute().items():
             self.log(prefix + name, value, prog_bar=prefix + name in prog_bar)
         metrics.reset()
+
+    def report_tables(self) -> list[Table]:
+        """Extra tables printed under the test results (e.g. per-class scores); none by default."""
+        return []
 
     def param_groups(self) -> list[dict[str, Any]]:
         """Backbone parameters with `lr_mult`, everything else at the base lr; frozen ones left out."""

@@ -35,14 +35,17 @@ def _save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
 
 
 @rank_zero_only
-def _report(metrics: dict[str, float], best: str, run_dir: Path) -> None:
+def _report(metrics: dict[str, float], best: str, run_dir: Path, extra: list[Table]) -> None:
     table = Table(title="Test results", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(metrics.items()):
-        table.add_row(name, f"{value:.4f}")
+        if name.count("/") < 2:  # per-class entries ("test/IoU/cat") are in the task's own tables
+            table.add_row(name, f"{value:.4f}")
     console = Console()
     console.print(table)
+    for t in extra:
+        console.print(t)
     # soft_wrap: paths stay on one line (copy-pasteable) however narrow the terminal or log
     console.print(f"best checkpoint: {best or '(none saved)'}", soft_wrap=True, highlight=False)
     console.print(f"run directory:   {run_dir}", soft_wrap=True, highlight=False)
@@ -102,7 +105,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.test_after_fit:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    _report(metrics, best, run_dir)
+    _report(metrics, best, run_dir, module.report_tables())
     if isinstance(logger, WandbLogger):
         logger.experiment.finish()  # close the run so a multirun's next job starts a new one
     return metrics

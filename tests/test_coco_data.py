@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision import tv_tensors
 
-from data import CocoDetectionDataModule, DataError
+from data import CocoDetectionDataModule, CocoSegmentationDataModule, DataError
 from data.detection import CocoDetectionDataset
 from data.synthetic import synthetic_detection
 from data.transforms import detection_transforms
@@ -265,7 +265,8 @@ def test_synthetic_datamodule_generates_on_prepare():
     assert images[0].shape == (3, 48, 48) and all(set(t["labels"].tolist()) <= {1, 2} for t in targets)
 
 
-@pytest.mark.parametrize("overrides", [["data=coco", "data.root=/x"], ["data=synthetic_detection"]])
+@pytest.mark.parametrize("overrides", [["task=detection", "data=coco", "data.root=/x"],
+                                       ["task=detection", "data=synthetic_detection"]])
 def test_configs_compose_and_instantiate(tmp_path, overrides):
     module = instantiate(compose_config(overrides, output_dir=tmp_path).data)
     assert isinstance(module, CocoDetectionDataModule) and module.augment["hflip"] == 0.5
@@ -273,3 +274,14 @@ def test_configs_compose_and_instantiate(tmp_path, overrides):
                                                (None, {"num_classes": 3, "train_images": 240, "val_images": 60,
                                                        "test_images": 60, "image_size": 128, "max_objects": 4,
                                                        "seed": 0}))
+
+
+def test_coco_config_follows_the_task(tmp_path):
+    """data=coco is one choice; its task-specific options come from conf/task_data/coco_<task>.yaml."""
+    seg = compose_config(["task=segmentation", "data=coco", "data.root=/x"], output_dir=tmp_path).data
+    assert seg._target_ == "data.CocoSegmentationDataModule"
+    assert set(seg.augment) == {"scale", "hflip", "photometric"} and seg.ignore_index == 255
+    module = instantiate(seg)
+    assert isinstance(module, CocoSegmentationDataModule) and module.root == Path("/x")
+    det = compose_config(["task=detection", "data=coco", "data.root=/x"], output_dir=tmp_path).data
+    assert det._target_ == "data.CocoDetectionDataModule" and "zoom_out" in det.augment and "scale" not in det.augment

@@ -22,8 +22,8 @@ from tasks.detection.visualize import (
     class_color,
     detection_grid,
     draw_detections,
-    save_png,
 )
+from tasks.drawing import save_png
 
 CATEGORY_IDS = [3, 7, 12]  # non-contiguous on purpose: label i + 1 is CATEGORY_IDS[i]
 STATS_INDEX = {"AP": 0, "AP50": 1, "AP75": 2, "APs": 3, "APm": 4, "APl": 5, "AR100": 8}

@@ -92,3 +92,46 @@ def test_torchvision_fasterrcnn_state_dict_gives_same_detections(tmp_path):
         torch.testing.assert_close(g["boxes"], e["boxes"])
         torch.testing.assert_close(g["scores"], e["scores"])
         assert torch.equal(g["labels"], e["labels"])
+
+
+@pytest.mark.parametrize("roi_align", ["sparse", "torchvision"])
+def test_channels_last_gives_the_same_losses_and_detections(roi_align):
+    """task.module.channels_last only changes the memory layout: same losses and detections."""
+    torch.manual_seed(0)
+    nchw = detector(roi_align=roi_align, rpn_batch_size_per_image=32, box_batch_size_per_image=32)
+    nhwc = detector(roi_align=roi_align, rpn_batch_size_per_image=32, box_batch_size_per_image=32)
+    nhwc.load_state_dict(nchw.state_dict())
+    nhwc.to(memory_format=torch.channels_last)
+    assert nhwc.body.body.layer2[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images = [torch.rand(3, 96, 112), torch.rand(3, 100, 96)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 50.0, 60.0], [30.0, 5.0, 90.0, 40.0]]),
+                "labels": torch.tensor([1, 2])}] * 2
+    results = []
+    for m in (nchw, nhwc):
+        torch.manual_seed(1)  # the same RPN / RoI sampling
+        losses = m.train()(images, targets)
+        with torch.no_grad():
+            results.append((losses, m.eval()(images)))
+    (loss_a, out_a), (loss_b, out_b) = results
+    torch.testing.assert_close(loss_b, loss_a, rtol=1e-4, atol=1e-5)
+    for a, b in zip(out_a, out_b):
+        torch.testing.assert_close(b["boxes"], a["boxes"], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(b["scores"], a["scores"], rtol=1e-4, atol=1e-5)
+
+
+def test_channels_last_body_gradients_match():
+    """The same layout check for gradients, on the body with a fixed loss (the whole detector's sampling of
+    proposals can flip on float rounding, which would hide the comparison)."""
+    torch.manual_seed(0)
+    nchw = detector().body
+    nhwc = detector().body
+    nhwc.load_state_dict(nchw.state_dict())
+    nhwc.to(memory_format=torch.channels_last)
+    x = torch.rand(2, 3, 96, 96)
+    weights = {k: torch.randn_like(v) for k, v in nchw(x).items()}
+    for m in (nchw, nhwc):
+        sum((f * weights[k]).sum() for k, f in m(x).items()).backward()
+    for (name, a), b in zip(nchw.named_parameters(), nhwc.parameters()):
+        if a.grad is not None:
+            # float32 sums in another order: differences ~1e-6 of the gradient's scale
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5 * a.grad.abs().max().item(), msg=name)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 from ..base import TaskModule
+from ..drawing import publish_validation_grid
 from .evaluation import CocoBoxMetrics
-from .visualize import detection_grid, save_png
+from .visualize import detection_grid
 
 Batch = tuple[tuple[Tensor, ...], tuple[dict[str, Any], ...]]
 
@@ -89,15 +87,9 @@ class DetectionTask(TaskModule):
     def on_test_epoch_end(self) -> None:
         self.log_metrics(self.test_metrics, "test/")
 
-    @rank_zero_only
     def _save_predictions(self) -> None:
         if self._vis_batch is None:
             return
         grid = detection_grid(*self._vis_batch, self.class_names, score_threshold=self.vis_score_threshold)
         self._vis_batch = None
-        out = Path(self.trainer.default_root_dir) / "val_predictions" / f"epoch{self.current_epoch:03d}.png"
-        save_png(grid, out)
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image("val/predictions", [grid.permute(1, 2, 0).numpy()], step=self.global_step,
-                                 caption=[f"epoch {self.current_epoch}: predictions (colour) and ground truth (green)"])
+        publish_validation_grid(self, grid, "predictions (colour) and ground truth (green)")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from functools import cache
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFont
+from PIL import ImageFont
 from torch import Tensor
 from torchvision.utils import draw_bounding_boxes, make_grid
+
+from ..drawing import to_uint8
 
 GT_COLOR = (0, 255, 0)
 # bright, mutually distinct and not green (that is the ground truth), so black label text reads on them all
@@ -34,17 +35,11 @@ def _font_file() -> str | None:
     return "DejaVuSans.ttf"
 
 
-def _to_uint8(image: Tensor) -> Tensor:
-    """(3, H, W) float in [0, 1] (or uint8) -> uint8 on the CPU."""
-    image = image.detach().cpu()
-    return image if image.dtype == torch.uint8 else (image.float().clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def draw_detections(image: Tensor, pred: Mapping[str, Tensor], target: Mapping[str, Tensor] | None,
                     class_names: Sequence[str], score_threshold: float = 0.3) -> Tensor:
     """(3, H, W) float [0, 1] image -> (3, H, W) uint8 with the GT boxes (N, 4) and the predictions (M, 4)
     scoring at least `score_threshold`; boxes xyxy pixels, label l is `class_names[l - 1]`."""
-    out = _to_uint8(image)
+    out = to_uint8(image)
     if target is not None and len(target["boxes"]):
         out = draw_bounding_boxes(out, target["boxes"].detach().cpu(), colors=GT_COLOR, width=1)
     keep = pred["scores"].detach().cpu() >= score_threshold
@@ -89,11 +84,3 @@ def detection_grid(images: Sequence[Tensor], preds: Sequence[Mapping[str, Tensor
     drawn = [F.pad(d, (0, width - d.shape[-1], 0, height - d.shape[-2])) for d in drawn]
     return make_grid(drawn, nrow=len(drawn), padding=2)
 
-
-def save_png(grid: Tensor, path: str | Path) -> Path:
-    """Write a (3, H, W) uint8 image to `path` (parent folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # PIL rather than torchvision.io, whose image encoders are deprecated from 0.29
-    Image.fromarray(grid.detach().cpu().permute(1, 2, 0).numpy()).save(path)
-    return path

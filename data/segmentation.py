@@ -1,0 +1,266 @@
+"""LightningDataModules for semantic segmentation: image/mask folders (given, or the generated synthetic set) and
+COCO instance annotations painted into class-index masks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+from .coco import CocoIndex, load_coco
+from .detection import CocoDetectionDataModule
+from .errors import DataError
+from .images import load_rgb
+from .masks import MaskIndex, check_classes, coco_mask, read_classes, read_mask, scan_mask_split
+from .splits import STAGE_SPLITS, SplitDataModule
+from .synthetic import synthetic_segmentation
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transforms
+
+SPLITS = ("train", "val", "test")
+
+
+def collate(batch: Sequence[tuple[Tensor, Tensor]], size_divisibility: int = 32,
+            ignore_index: int = 255) -> tuple[Tensor, Tensor]:
+    """Stack `(image (3, H_i, W_i), mask (H_i, W_i))` items into `(images (B, 3, H, W), masks (B, H, W) int64)`,
+    H and W the largest in the batch rounded up to a multiple of `size_divisibility`; images are padded
+    with 0 and masks with `ignore_index` at the bottom / right, so padding counts in no loss or metric."""
+    d = max(size_divisibility, 1)
+    height = math.ceil(max(img.shape[-2] for img, _ in batch) / d) * d
+    width = math.ceil(max(img.shape[-1] for img, _ in batch) / d) * d
+    images = batch[0][0].new_zeros((len(batch), batch[0][0].shape[0], height, width))
+    masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
+    for i, (img, mask) in enumerate(batch):
+        images[i, :, : img.shape[-2], : img.shape[-1]] = img
+        masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
+    return images, masks
+
+
+class SegmentationDataset(Dataset):
+    """Items are `(image (3, H, W) float32, mask (H, W) int64)` after `transform`, mask values in 0..K-1 or
+    `ignore_index`. Subclasses implement `load(i) -> (PIL image, mask (H, W) integer array)`."""
+
+    def __init__(self, transform: Callable | None = None) -> None:
+        self.transform = transform or segmentation_transforms(train=False, image_size=0)
+
+    def load(self, i: int) -> tuple[Image.Image, np.ndarray]:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        img, mask = self.load(i)
+        image, mask = self.transform(img, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
+        return image.as_subclass(Tensor), mask.as_subclass(Tensor)  # plain tensors: the model needs no tv_tensors
+
+
+class MaskFolderDataset(SegmentationDataset):
+    """The pairs of a `MaskIndex`; a mask of the wrong size or with values that are neither a class index nor
+    `ignore_index` raises DataError naming the mask file when the item is loaded."""
+
+    def __init__(self, index: MaskIndex, num_classes: int, transform: Callable | None = None,
+                 ignore_index: int = 255) -> None:
+        super().__init__(transform)
+        self.index, self.num_classes, self.ignore_index = index, num_classes, ignore_index
+
+    def __len__(self) -> int:
+        return len(self.index.samples)
+
+    def load(self, i: int) -> tuple[Image.Image, np.ndarray]:
+        image_path, mask_path = self.index.samples[i]
+        img = load_rgb(image_path)
+        return img, read_mask(mask_path, image_path, img.size, self.num_classes, self.ignore_index)
+
+
+class CocoSegmentationDataset(SegmentationDataset):
+    """The images of a `CocoIndex` loaded with `segmentation=True`, their annotations painted by `coco_mask`."""
+
+    def __init__(self, index: CocoIndex, transform: Callable | None = None, ignore_index: int = 255) -> None:
+        super().__init__(transform)
+        self.index, self.ignore_index = index, ignore_index
+
+    def __len__(self) -> int:
+        return len(self.index.images)
+
+    def load(self, i: int) -> tuple[Image.Image, np.ndarray]:
+        rec = self.index.images[i]
+        img = load_rgb(rec.path)
+        if img.size != (rec.width, rec.height):  # polygons and RLEs are in the json's size
+            raise DataError(f"image {rec.path} is {img.size[0]}x{img.size[1]} but {self.index.json_path} says "
+                            f"{rec.width}x{rec.height} (image id {rec.image_id}); fix \"width\"/\"height\"")
+        return img, coco_mask(rec, len(self.index.category_ids) + 1, self.ignore_index)
+
+
+class SegmentationLoading:
+    """What both segmentation DataModules share: the transforms of `segmentation_transforms` and the padding
+    `collate`. Mixed in before a SplitDataModule; call `_segmentation_options` in `__init__`."""
+
+    def _segmentation_options(self, *, image_size: int, eval_size: int | None, augment: Mapping[str, Any] | None,
+                              mean: Sequence[float], std: Sequence[float], ignore_index: int,
+                              size_divisibility: int) -> None:
+        if ignore_index < 0:
+            raise DataError(f"data.ignore_index must be a pixel value >= 0 (got {ignore_index})")
+        self.image_size, self.eval_size = image_size, eval_size
+        self.augment = dict(augment or {})
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.ignore_index, self.size_divisibility = ignore_index, size_divisibility
+
+    def transform(self, train: bool) -> Callable:
+        """The joint image + mask transform of a train or eval split."""
+        return segmentation_transforms(train, self.image_size, eval_size=self.eval_size, mean=self.mean,
+                                       std=self.std, ignore_index=self.ignore_index,
+                                       **(self.augment if train else {}))
+
+    def collate(self) -> Callable:
+        return partial(collate, size_divisibility=self.size_divisibility, ignore_index=self.ignore_index)
+
+
+class MaskDataModule(SegmentationLoading, SplitDataModule):
+    """Reads `root/<split>/images/*` paired by file stem with class-index masks `root/<split>/masks/*` for train,
+    val and, if present, test (else tests on val). Mask pixel value i is class i, `ignore_index` is ignored.
+    Batches are `(images (B, 3, H, W) float, masks (B, H, W) int64)`, see `collate`.
+
+    Args:
+        root: dataset folder; `None` with `synthetic` set means "generate the synthetic set and use it".
+        classes: class names, name i for pixel value i; default: the lines of `root/classes.txt`.
+        image_size: side of the square training crops.
+        eval_size: val/test images have their short side resized to this; None keeps their native size.
+        augment: options of `segmentation_transforms` for training (scale, hflip, photometric).
+        ignore_index: the mask value of unlabelled pixels (and of padding), counted in no loss or metric.
+        size_divisibility: batches are padded to a multiple of this (the encoder's largest stride).
+        synthetic: arguments of `data.synthetic.synthetic_segmentation`.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        *,
+        classes: Sequence[str] | None = None,
+        image_size: int = 512,
+        eval_size: int | None = None,
+        batch_size: int = 8,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        augment: Mapping[str, Any] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        synthetic: Mapping[str, Any] | None = None,
+        ignore_index: int = 255,
+        size_divisibility: int = 32,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory)
+        if root is None and synthetic is None:
+            raise DataError("data.root is not set: pass data.root=/path/to/data (with train/images, train/masks, "
+                            "val/images, val/masks and classes.txt)")
+        self.root = Path(root).expanduser() if root is not None else None
+        self.synthetic = dict(synthetic) if synthetic is not None and root is None else None
+        self.classes = list(classes) if classes is not None else None
+        self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment, mean=mean, std=std,
+                                   ignore_index=ignore_index, size_divisibility=size_divisibility)
+        self._class_names: list[str] | None = None
+        self._splits: dict[str, MaskIndex] = {}
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set on first use (idempotent; runs on one process per node)."""
+        if self.root is None and self.synthetic is not None:
+            self.root = synthetic_segmentation(**self.synthetic)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Name i is class (pixel value) i: the `classes` argument, else `root/classes.txt`."""
+        if self._class_names is None:
+            self.prepare_data()
+            names, source = read_classes(self.root, self.classes)
+            check_classes(names, self.ignore_index, source)
+            self._class_names = names
+        return self._class_names
+
+    def _index(self, split: str) -> MaskIndex:
+        if split not in self._splits:
+            self.prepare_data()
+            split_dir = self.root / split
+            if split == "test" and not split_dir.exists():
+                split_dir = self.root / "val"  # no test split: test on val, as documented
+            self._splits[split] = scan_mask_split(split_dir)
+        return self._splits[split]
+
+    def setup(self, stage: str | None = None) -> None:
+        _ = self.class_names  # read and check the classes upfront, not in the first batch
+        for split in STAGE_SPLITS.get(stage or "fit", SPLITS):
+            self._index(split)
+
+    def dataset(self, split: str, train: bool) -> MaskFolderDataset:
+        return MaskFolderDataset(self._index(split), len(self.class_names), self.transform(train), self.ignore_index)
+
+
+class CocoSegmentationDataModule(SegmentationLoading, CocoDetectionDataModule):
+    """COCO instances as semantic masks: class 0 is background, category k (labels 1..K in the order of the
+    train json's category ids, as for detection) paints pixel value k, crowd regions `ignore_index`. Paths
+    and layout as `CocoDetectionDataModule` (`root/annotations/instances_<split>.json` + `root/<split>/`, or
+    explicit `*_images` / `*_annotations`); every annotation needs a `segmentation` (polygons or RLE).
+    Batches are `(images (B, 3, H, W) float, masks (B, H, W) int64)`, see `collate`.
+
+    Args: as `MaskDataModule`, plus the COCO paths, `drop_bad_boxes` (drop annotations whose box is outside the
+    image or empty, counted in a warning) and `synthetic` (arguments of `synthetic_detection`, whose
+    annotations carry polygons).
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        *,
+        train_images: str | None = None,
+        train_annotations: str | None = None,
+        val_images: str | None = None,
+        val_annotations: str | None = None,
+        test_images: str | None = None,
+        test_annotations: str | None = None,
+        image_size: int = 512,
+        eval_size: int | None = None,
+        batch_size: int = 8,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        augment: Mapping[str, Any] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        drop_bad_boxes: bool = False,
+        synthetic: Mapping[str, Any] | None = None,
+        ignore_index: int = 255,
+        size_divisibility: int = 32,
+    ) -> None:
+        super().__init__(root, train_images=train_images, train_annotations=train_annotations,
+                         val_images=val_images, val_annotations=val_annotations, test_images=test_images,
+                         test_annotations=test_annotations, batch_size=batch_size, num_workers=num_workers,
+                         drop_bad_boxes=drop_bad_boxes, synthetic=synthetic, pin_memory=pin_memory)
+        self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment, mean=mean, std=std,
+                                   ignore_index=ignore_index, size_divisibility=size_divisibility)
+
+    def _index(self, split: str) -> CocoIndex:
+        if split not in self._splits:
+            images, annotations = self._paths(split)
+            categories = None if split == "train" else self._index("train").category_ids
+            self._splits[split] = load_coco(annotations, images, category_ids=categories,
+                                            drop_bad_boxes=self.drop_bad_boxes, segmentation=True)
+        return self._splits[split]
+
+    @property
+    def class_names(self) -> list[str]:
+        """K + 1 names: "background", then the train json's categories sorted by id (pixel value k+1 is
+        `category_ids[k]`)."""
+        names = ["background", *self._index("train").class_names]
+        check_classes(names, self.ignore_index, str(self.annotation_file("train")))
+        return names
+
+    @property
+    def category_ids(self) -> list[int]:
+        """The COCO category id of each class, aligned with `class_names`: 0 for background."""
+        return [0, *self._index("train").category_ids]
+
+    def dataset(self, split: str, train: bool) -> CocoSegmentationDataset:
+        return CocoSegmentationDataset(self._index(split), self.transform(train), self.ignore_index)
