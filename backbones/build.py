@@ -9,6 +9,7 @@ from .base import Backbone
 from .norm import convert_norm
 from .registry import BACKBONES, NECKS
 from .staged import LEVELS
+from .weights import load_backbone_weights, wants_weights
 
 # keys of the `backbone` config that are read by the task, not by the builder
 TASK_KEYS = ("lr_mult",)
@@ -21,6 +22,9 @@ def build_backbone(
     in_chans: int = 3,
     norm: str = "bn",
     freeze_at: int = 0,
+    weights: str | None = None,
+    weights_strict: bool = False,
+    weights_verbose: bool = False,
     kwargs: Mapping[str, Any] | None = None,
     **builder_args: Any,
 ) -> Backbone:
@@ -32,10 +36,19 @@ def build_backbone(
         in_chans: input image channels.
         norm: `bn`, `frozen_bn`, `sync_bn` or `gn`.
         freeze_at: freeze everything producing c1..c{freeze_at} (0 nothing, 1 stem, 2 stem + first stage).
+        weights: pretrained weights: a torchvision weights name (`IMAGENET1K_V2`, `DEFAULT`) for torchvision
+            backbones, a timm pretrained tag (`timm` for timm's default, `a1_in1k`, ...) for timm backbones, a URL,
+            or a local `.pth` / `.pt` / `.safetensors` / Cerberus `.ckpt` file. None: random init.
+        weights_strict: raise if a backbone key is missing from the weights or has another shape.
+        weights_verbose: log every missing / unexpected / mismatched key name, not only the counts.
         kwargs: passed to the underlying torchvision / timm constructor (e.g. `drop_path_rate`).
         builder_args: builder-specific arguments (`model_name` for `timm`).
     """
     model = BACKBONES.build(name, in_chans=in_chans, out_levels=list(out_levels), **builder_args, **(kwargs or {}))
+    if wants_weights(weights):
+        # before the norm conversion, so FrozenBatchNorm takes the pretrained statistics
+        load_backbone_weights(model, str(weights), source=BACKBONES.get(name).source,
+                              arch=builder_args.get("model_name", name), strict=weights_strict, verbose=weights_verbose)
     model = convert_norm(model, norm)
     model.freeze(freeze_at)
     return model

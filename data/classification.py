@@ -8,7 +8,7 @@ from typing import Any
 
 from .errors import DataError
 from .imagefolder import FolderIndex, ImageFolderDataset, scan_split
-from .splits import STAGE_SPLITS, SplitDataModule
+from .splits import STAGE_SPLITS, SplitDataModule, split_folder
 from .synthetic import synthetic_classification
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transforms
 
@@ -56,9 +56,7 @@ class ImageFolderDataModule(SplitDataModule):
             if self.root is None:
                 self.prepare_data()
             classes = None if split == "train" else self._index("train").classes
-            split_dir = self.root / split
-            if split == "test" and not split_dir.exists():
-                split_dir = self.root / "val"  # no test split: test on val, as documented
+            split_dir = split_folder(self.root, split)
             self._splits[split] = scan_split(split_dir, classes)
         return self._splits[split]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import RAISE, Problems
 
-log = logging.getLogger(__name__)
 BOX_TOLERANCE = 1.0  # pixels a box may exceed the image by (rounding in exporters) before it is an error
 SECTIONS = ("images", "annotations", "categories")
 
@@ -45,46 +43,58 @@ class CocoIndex:
     images: list[CocoImage]
 
 
-def read_coco_json(path: Path) -> dict[str, list]:
-    """The parsed file, with its three sections checked to be lists."""
+def read_coco_json(path: Path, problems: Problems = RAISE) -> dict[str, list] | None:
+    """The parsed file, with its three sections checked to be lists (None when collecting and it is not)."""
     if not path.is_file():
-        raise DataError(f"annotation file {path} does not exist; check the path (COCO layout: "
-                        "root/annotations/instances_<split>.json)")
+        problems.error("missing file", f"annotation file {path} does not exist; check the path (COCO layout: "
+                                       "root/annotations/instances_<split>.json)")
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON ({err}); fix or re-export the file") from err
+        problems.error("bad json", f"{path} is not valid JSON ({err}); fix or re-export the file")
+        return None
     missing = [k for k in SECTIONS if not isinstance(data, dict) or not isinstance(data.get(k), list)]
     if missing:
-        raise DataError(f"{path} has no {' / '.join(repr(k) for k in missing)} list; a COCO instances file "
-                        f"needs the lists {', '.join(SECTIONS)} (an image without objects still needs "
-                        "\"annotations\": [])")
+        problems.error("bad json", f"{path} has no {' / '.join(repr(k) for k in missing)} list; a COCO instances "
+                                   f"file needs the lists {', '.join(SECTIONS)} (an image without objects still "
+                                   "needs \"annotations\": [])")
+        return None
     return data
 
 
-def _field(entry: Any, key: str, kind: type, path: Path, where: str) -> Any:
-    """`entry[key]` converted to `kind`, or a DataError naming the file, the entry and the field."""
+def _field(entry: Any, key: str, kind: type, path: Path, where: str, problems: Problems = RAISE) -> Any:
+    """`entry[key]` converted to `kind`; else a problem naming the file, the entry and the field (and None)."""
     try:
         value = entry[key]
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise TypeError
         return kind(value)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError):
         kind_name = {int: "an integer", float: "a number", str: "a string"}[kind]
-        raise DataError(f"{path}: {where} needs {kind_name} field {key!r} (got "
-                        f"{entry.get(key, 'nothing') if isinstance(entry, dict) else entry!r}); fix the entry") from err
+        problems.error("bad field", f"{path}: {where} needs {kind_name} field {key!r} (got "
+                                    f"{entry.get(key, 'nothing') if isinstance(entry, dict) else entry!r}); "
+                                    "fix the entry")
+        return None
 
 
-def read_categories(data: dict[str, list], path: Path) -> dict[int, str]:
-    """Category id -> name, sorted by id."""
+def read_categories(data: dict[str, list], path: Path, problems: Problems = RAISE) -> dict[int, str]:
+    """Category id -> name, sorted by id (bad entries left out when collecting)."""
     cats: dict[int, str] = {}
     for i, cat in enumerate(data["categories"]):
-        cid = _field(cat, "id", int, path, f"categories[{i}]")
+        cid = _field(cat, "id", int, path, f"categories[{i}]", problems)
+        if cid is None:
+            continue
         if cid in cats:
-            raise DataError(f"{path}: category id {cid} appears twice in \"categories\"; give each its own id")
-        cats[cid] = _field(cat, "name", str, path, f"category {cid}")
+            problems.error("duplicate id", f"{path}: category id {cid} appears twice in \"categories\"; give "
+                                           "each its own id")
+            continue
+        name = _field(cat, "name", str, path, f"category {cid}", problems)
+        if name is not None:
+            cats[cid] = name
     if not cats:
-        raise DataError(f"{path} has an empty \"categories\" list; list the classes as {{\"id\": 1, \"name\": ...}}")
+        problems.error("bad json", f"{path} has an empty \"categories\" list; list the classes as "
+                                   "{\"id\": 1, \"name\": ...}")
     return dict(sorted(cats.items()))
 
 
@@ -133,77 +143,115 @@ def check_segmentation(segm: Any, width: int, height: int) -> str:
 
 
 def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: list[int] | None = None,
-              drop_bad_boxes: bool = False, segmentation: bool = False) -> CocoIndex:
+              drop_bad_boxes: bool = False, segmentation: bool = False, problems: Problems = RAISE) -> CocoIndex:
     """Read and validate an instances json whose `file_name`s are relative to `image_dir`.
 
     `category_ids` (from the train split) fixes the label order; by default it is this file's categories
-    sorted by id. Raises DataError naming the file, the image / annotation id and the fix for malformed
-    entries, unknown ids, listed images missing on disk and, unless `drop_bad_boxes`, bad boxes (outside
-    the image by more than BOX_TOLERANCE px, or empty); dropped boxes are counted in a warning.
-    `segmentation` keeps each annotation's polygons / RLE and requires a valid one (semantic segmentation).
+    sorted by id. Reports to `problems` (by default: raises DataError naming the file, the image / annotation
+    id and the fix) malformed entries, unknown or duplicate ids, listed images missing on disk and, unless
+    `drop_bad_boxes`, bad boxes (outside the image by more than BOX_TOLERANCE px, or empty); dropped boxes are
+    counted in a warning. `segmentation` keeps each annotation's polygons / RLE and requires a valid one
+    (semantic segmentation). When collecting, the bad entries (and missing images) are left out of the index.
     """
     path, image_dir = Path(json_path), Path(image_dir)
-    data = read_coco_json(path)
-    cats = read_categories(data, path)
+    data = read_coco_json(path, problems)
+    if data is None:  # only when collecting
+        return CocoIndex(path, [], [], [])
+    cats = read_categories(data, path, problems)
     category_ids = list(cats) if category_ids is None else list(category_ids)
     label_of = {cid: i + 1 for i, cid in enumerate(category_ids)}
 
     images: dict[int, dict[str, Any]] = {}
     for i, entry in enumerate(data["images"]):
-        iid = _field(entry, "id", int, path, f"images[{i}]")
+        iid = _field(entry, "id", int, path, f"images[{i}]", problems)
+        if iid is None:
+            continue
         if iid in images:
-            raise DataError(f"{path}: image id {iid} appears twice in \"images\"; image ids must be unique")
+            problems.error("duplicate id", f"{path}: image id {iid} appears twice in \"images\"; image ids must "
+                                           "be unique")
+            continue
         where = f"image id {iid}"
-        images[iid] = dict(path=image_dir / _field(entry, "file_name", str, path, where),
-                           width=_field(entry, "width", int, path, where),
-                           height=_field(entry, "height", int, path, where), anns=[])
+        fields = [_field(entry, key, kind, path, where, problems)
+                  for key, kind in (("file_name", str), ("width", int), ("height", int))]
+        if None not in fields:
+            images[iid] = dict(path=image_dir / fields[0], width=fields[1], height=fields[2], anns=[])
 
     dropped: list[str] = []
     seen: set[int] = set()
     for i, ann in enumerate(data["annotations"]):
-        aid = _field(ann, "id", int, path, f"annotations[{i}]")
+        aid = _field(ann, "id", int, path, f"annotations[{i}]", problems)
+        if aid is None:
+            continue
         if aid in seen:  # COCO evaluation matches by annotation id
-            raise DataError(f"{path}: annotation id {aid} appears twice in \"annotations\"; ids must be unique")
+            problems.error("duplicate id", f"{path}: annotation id {aid} appears twice in \"annotations\"; ids "
+                                           "must be unique")
+            continue
         seen.add(aid)
-        iid = _field(ann, "image_id", int, path, f"annotation {aid}")
+        iid = _field(ann, "image_id", int, path, f"annotation {aid}", problems)
+        if iid is None:
+            continue
         if iid not in images:
-            raise DataError(f"{path}: annotation {aid} refers to image id {iid}, which is not in \"images\"; "
-                            "add the image or remove the annotation")
+            problems.error("unknown id", f"{path}: annotation {aid} refers to image id {iid}, which is not in "
+                                         "\"images\"; add the image or remove the annotation")
+            continue
         where = f"annotation {aid} (image id {iid})"
-        cid = _field(ann, "category_id", int, path, where)
+        cid = _field(ann, "category_id", int, path, where, problems)
+        if cid is None:
+            continue
         if cid not in cats:
-            raise DataError(f"{path}: {where} has category_id {cid}, which is not in \"categories\" "
-                            f"(ids {list(cats)}); fix the category_id or add the category")
+            problems.error("unknown category", f"{path}: {where} has category_id {cid}, which is not in "
+                                               f"\"categories\" (ids {list(cats)}); fix the category_id or add "
+                                               "the category")
+            continue
         if cid not in label_of:
-            raise DataError(f"{path}: {where} has category {cid} ({cats[cid]!r}), which the train annotations "
-                            f"do not list (train ids {category_ids}); every category must be in train's categories")
+            problems.error("unknown category", f"{path}: {where} has category {cid} ({cats[cid]!r}), which the "
+                                               f"train annotations do not list (train ids {category_ids}); every "
+                                               "category must be in train's categories")
+            continue
         img = images[iid]
         box, problem = check_box(ann.get("bbox"), img["width"], img["height"])
         if box is None:
             if not drop_bad_boxes:
-                raise DataError(f"{path}: {where}: {problem}; fix the box, or pass data.drop_bad_boxes=true "
-                                "to drop such boxes")
+                problems.error("bad box", f"{path}: {where}: {problem}; fix the box, or pass "
+                                          "data.drop_bad_boxes=true to drop such boxes")
             dropped.append(f"{where}: {problem}")
             continue
-        iscrowd = _field(ann, "iscrowd", int, path, where) if "iscrowd" in ann else 0
-        area = _field(ann, "area", float, path, where) if "area" in ann else (box[2] - box[0]) * (box[3] - box[1])
+        iscrowd = _field(ann, "iscrowd", int, path, where, problems) if "iscrowd" in ann else 0
+        area = _field(ann, "area", float, path, where, problems) if "area" in ann else \
+            (box[2] - box[0]) * (box[3] - box[1])
+        if iscrowd is None or area is None:
+            continue
         segm = ann.get("segmentation")
         if segmentation and (problem := check_segmentation(segm, img["width"], img["height"])):
-            raise DataError(f"{path}: {where}: {problem}; task=segmentation needs every annotation's "
-                            "\"segmentation\" as polygons [[x0, y0, x1, y1, ...]] or RLE {\"size\": [h, w], "
-                            "\"counts\": ...}: fix or remove the annotation (or train task=detection)")
+            problems.error("bad segmentation", f"{path}: {where}: {problem}; task=segmentation needs every "
+                                               "annotation's \"segmentation\" as polygons [[x0, y0, x1, y1, ...]] "
+                                               "or RLE {\"size\": [h, w], \"counts\": ...}: fix or remove the "
+                                               "annotation (or train task=detection)")
+            continue
         img["anns"].append((box, label_of[cid], iscrowd, area, segm if segmentation else None))
-    if dropped:
-        log.warning("dropped %d bad boxes from %s (first: %s)", len(dropped), path, dropped[0])
+    if drop_bad_boxes:
+        problems.each("warning", "dropped box", dropped,
+                      lambda d: f"dropped {len(d)} bad boxes from {path} (first: {d[0]})",
+                      lambda d: f"{path}: dropped {d} (data.drop_bad_boxes=true)")
 
     missing = [(iid, img["path"]) for iid, img in images.items() if not img["path"].is_file()]
-    if missing:
-        iid, file = missing[0]
-        raise DataError(f"{path}: image file {file} (image id {iid}) does not exist"
-                        f"{f', nor do {len(missing) - 1} more' if len(missing) > 1 else ''}; "
-                        f"put the images in {image_dir} or fix \"file_name\"")
+    problems.each("error", "missing file", missing,
+                  lambda m: f"{path}: image file {m[0][1]} (image id {m[0][0]}) does not exist"
+                            f"{f', nor do {len(m) - 1} more' if len(m) > 1 else ''}; "
+                            f"put the images in {image_dir} or fix \"file_name\"")
+    for iid, _ in missing:  # only when collecting: checked, so left out
+        del images[iid]
     return CocoIndex(path, category_ids, [cats.get(c, str(c)) for c in category_ids],
                      [_image(iid, img, segmentation) for iid, img in images.items()])
+
+
+def check_image_size(rec: CocoImage, size: tuple[int, int], json_path: Path, problems: Problems = RAISE) -> bool:
+    """The decoded image's (width, height) `size` is the json's (boxes, polygons and RLEs are in the json's size)."""
+    if size == (rec.width, rec.height):
+        return True
+    problems.error("size mismatch", f"image {rec.path} is {size[0]}x{size[1]} but {json_path} says "
+                                    f"{rec.width}x{rec.height} (image id {rec.image_id}); fix \"width\"/\"height\"")
+    return False
 
 
 def _image(iid: int, img: dict[str, Any], segmentation: bool) -> CocoImage:

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from .coco import CocoIndex, load_coco
+from .coco import CocoIndex, check_image_size, load_coco
 from .errors import DataError
 from .images import load_rgb
 from .splits import STAGE_SPLITS, SplitDataModule
@@ -41,9 +41,7 @@ class CocoDetectionDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Any]]:
         rec = self.index.images[i]
         img = load_rgb(rec.path)
-        if img.size != (rec.width, rec.height):  # boxes were checked against the json's size
-            raise DataError(f"image {rec.path} is {img.size[0]}x{img.size[1]} but {self.index.json_path} says "
-                            f"{rec.width}x{rec.height} (image id {rec.image_id}); fix \"width\"/\"height\"")
+        check_image_size(rec, img.size, self.index.json_path)  # raises DataError on a mismatch
         target = {  # copies: transforms may work in place, the index is shared by every epoch
             "boxes": tv_tensors.BoundingBoxes(torch.tensor(rec.boxes), format="XYXY",
                                               canvas_size=(rec.height, rec.width)),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +9,8 @@ from pathlib import Path
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .errors import DataError
-from .images import is_image_file, load_rgb
-
-log = logging.getLogger(__name__)
+from .errors import RAISE, Problems
+from .images import IMAGE_EXTENSIONS, is_image_file, load_rgb
 
 
 @dataclass(frozen=True)
@@ -25,28 +22,28 @@ class FolderIndex:
     samples: list[tuple[Path, int]]
 
 
-def scan_split(split_dir: Path, classes: Sequence[str] | None = None) -> FolderIndex:
+def scan_split(split_dir: Path, classes: Sequence[str] | None = None, problems: Problems = RAISE) -> FolderIndex:
     """List `split_dir/<class>/*` images; `classes` (from train) fixes the class order for val/test.
 
-    Raises DataError naming the path when the split is missing or empty, a class folder has no images,
-    or val/test has a class that train does not.
+    Reports to `problems` (by default: raises DataError naming the path) when the split is missing or empty, a
+    class folder has no images, or val/test has a class that train does not; files that are not images are
+    skipped with a warning. When collecting, the bad folders are left out and the scan goes on.
     """
     if not split_dir.is_dir():
-        raise DataError(f"split directory {split_dir} does not exist; create it with one sub-folder per class")
+        problems.error("layout", f"split directory {split_dir} does not exist; create it with one sub-folder per class")
+        return FolderIndex(split_dir, list(classes or []), [])
     found = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not found:
-        raise DataError(
-            f"split directory {split_dir} has no class folders; put images in {split_dir}/<class name>/"
-        )
+        problems.error("layout", f"split directory {split_dir} has no class folders; put images in "
+                                 f"{split_dir}/<class name>/")
+        return FolderIndex(split_dir, list(classes or []), [])
     if classes is None:
         classes = found
     else:
         extra = sorted(set(found) - set(classes))
         if extra:
-            raise DataError(
-                f"{split_dir} has class folders {extra} that the train split does not have; "
-                "every class must appear in train (rename or remove them)"
-            )
+            problems.error("classes", f"{split_dir} has class folders {extra} that the train split does not have; "
+                                      "every class must appear in train (rename or remove them)")
     samples: list[tuple[Path, int]] = []
     skipped: list[Path] = []
     for label, name in enumerate(classes):
@@ -57,12 +54,11 @@ def scan_split(split_dir: Path, classes: Sequence[str] | None = None) -> FolderI
         images = [p for p in files if is_image_file(p)]
         skipped += [p for p in files if not is_image_file(p)]
         if not images:
-            raise DataError(
-                f"class folder {folder} has no images (PNG/JPEG); add images or remove the folder"
-            )
+            problems.error("layout", f"class folder {folder} has no images (PNG/JPEG); add images or remove the folder")
         samples += [(p, label) for p in images]
-    if skipped:
-        log.warning("%s: ignored %d files that are not images, e.g. %s", split_dir, len(skipped), skipped[0])
+    problems.each("warning", "not an image", skipped,
+                  lambda s: f"{split_dir}: ignored {len(s)} files that are not images, e.g. {s[0]}",
+                  lambda p: f"ignored {p}: not an image ({', '.join(IMAGE_EXTENSIONS)})")
     return FolderIndex(split_dir, list(classes), samples)
 
 

@@ -3,7 +3,6 @@ instance annotations painted into class-index masks."""
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,10 +14,9 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
 from .coco import CocoImage
-from .errors import DataError
-from .images import is_image_file
+from .errors import RAISE, Problems
+from .images import IMAGE_EXTENSIONS, is_image_file
 
-log = logging.getLogger(__name__)
 CLASSES_FILE = "classes.txt"
 LAYOUT = "root/<split>/images/<name>.png|jpg + root/<split>/masks/<name>.png"
 
@@ -31,126 +29,152 @@ class MaskIndex:
     samples: list[tuple[Path, Path]]
 
 
-def read_classes(root: Path | None, classes: Sequence[str] | None = None) -> tuple[list[str], str]:
+def read_classes(root: Path | None, classes: Sequence[str] | None = None,
+                 problems: Problems = RAISE) -> tuple[list[str], str]:
     """(class names, where they came from): `classes` if given, else `root/classes.txt`, one name per line,
-    line i naming pixel value i (trailing blank lines are ignored)."""
+    line i naming pixel value i (trailing blank lines are ignored); no names when collecting a problem."""
     if classes is not None:
         return [str(c) for c in classes], "data.classes"
     path = Path(root or ".") / CLASSES_FILE
     if not path.is_file():
-        raise DataError(f"class list {path} does not exist; write one class name per line (line i names pixel "
-                        "value i, e.g. background first) or pass data.classes=[background,...]")
+        problems.error("classes", f"class list {path} does not exist; write one class name per line (line i names "
+                                  "pixel value i, e.g. background first) or pass data.classes=[background,...]")
+        return [], str(path)
     lines = path.read_text(encoding="utf-8").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
     if blank:
-        raise DataError(f"{path}: line {blank[0]} is blank; every line up to the last names one class (line i is "
-                        "pixel value i), so fill it in (e.g. 'unused') rather than leave it empty")
+        problems.error("classes", f"{path}: line {blank[0]} is blank; every line up to the last names one class "
+                                  "(line i is pixel value i), so fill it in (e.g. 'unused') rather than leave it empty")
+        return [], str(path)
     return [line.strip() for line in lines], str(path)
 
 
-def check_classes(names: list[str], ignore_index: int, source: str) -> None:
+def check_classes(names: list[str], ignore_index: int, source: str, problems: Problems = RAISE) -> bool:
     """At least one class, no duplicates, and every class index below the ignore value."""
     if not names:
-        raise DataError(f"{source} lists no classes; give one name per class index (0 first)")
+        problems.error("classes", f"{source} lists no classes; give one name per class index (0 first)")
+        return False
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise DataError(f"{source} lists {twice} more than once; give every class index its own name")
+        problems.error("classes", f"{source} lists {twice} more than once; give every class index its own name")
     if len(names) > ignore_index:
-        raise DataError(f"{source} lists {len(names)} classes but pixel value {ignore_index} means ignore; "
-                        f"use fewer classes or set data.ignore_index to a value >= {len(names)}")
+        problems.error("classes", f"{source} lists {len(names)} classes but pixel value {ignore_index} means "
+                                  f"ignore; use fewer classes or set data.ignore_index to a value >= {len(names)}")
+        return False
+    return not twice
 
 
-def _files_by_stem(folder: Path, kind: str) -> dict[str, Path]:
+def _files_by_stem(folder: Path, kind: str, problems: Problems = RAISE) -> dict[str, Path]:
     """Image files of `folder` by file stem; other files are skipped with a warning."""
     if not folder.is_dir():
-        raise DataError(f"{kind} folder {folder} does not exist; a segmentation split needs images/ and masks/ "
-                        f"paired by file name ({LAYOUT})")
+        problems.error("layout", f"{kind} folder {folder} does not exist; a segmentation split needs images/ and "
+                                 f"masks/ paired by file name ({LAYOUT})")
+        return {}
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    skipped = [p for p in files if not is_image_file(p)]
-    if skipped:
-        log.warning("%s: ignored %d files that are not images, e.g. %s", folder, len(skipped), skipped[0])
+    problems.each("warning", "not an image", [p for p in files if not is_image_file(p)],
+                  lambda s: f"{folder}: ignored {len(s)} files that are not images, e.g. {s[0]}",
+                  lambda p: f"ignored {p}: not an image ({', '.join(IMAGE_EXTENSIONS)})")
     by_stem: dict[str, Path] = {}
     for p in files:
         if not is_image_file(p):
             continue
         if p.stem in by_stem:
-            raise DataError(f"{by_stem[p.stem]} and {p} have the same name; {kind} are paired by file stem, so "
-                            "keep only one of them")
+            problems.error("duplicate name", f"{by_stem[p.stem]} and {p} have the same name; {kind} are paired by "
+                                             "file stem, so keep only one of them")
+            continue
         by_stem[p.stem] = p
     return by_stem
 
 
-def _unpaired(stems: set[str], files: dict[str, Path], other: Path) -> str:
-    names = sorted(stems)
-    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-    return f"{', '.join(str(files[s]) for s in names[:3])}{more} ({len(names)} in all) with no file of the same " \
-           f"name in {other}"
+def _unpaired(found: dict[str, Path], others: dict[str, Path], other: Path, what: str, fix: str,
+              problems: Problems) -> None:
+    """Report the files of `found` with no file of the same stem in `others` (the folder `other`)."""
+    def message(names: Sequence[str]) -> str:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        count = f" ({len(names)} in all)" if problems.strict else ""  # collecting: one problem per file
+        return f"{what}: {', '.join(str(found[s]) for s in names[:3])}{more}{count} with no file of the same " \
+               f"name in {other}; {fix}"
+
+    if others or other.is_dir():  # a missing folder is reported once, not once per file
+        problems.each("error", "unpaired file", sorted(found.keys() - others.keys()), message)
 
 
-def scan_mask_split(split_dir: Path) -> MaskIndex:
+def scan_mask_split(split_dir: Path, problems: Problems = RAISE) -> MaskIndex:
     """Pair `split_dir/images/*` with `split_dir/masks/*` by file stem.
 
-    Raises DataError naming the files when a folder is missing or empty, two files share a stem, or an
-    image has no mask (or a mask no image).
+    Reports to `problems` (by default: raises DataError naming the files) a missing or empty folder, two files
+    sharing a stem, an image without a mask or a mask without an image; when collecting, only the pairs are kept.
     """
     if not split_dir.is_dir():
-        raise DataError(f"split directory {split_dir} does not exist; create it with images/ and masks/ ({LAYOUT})")
-    images = _files_by_stem(split_dir / "images", "images")
-    masks = _files_by_stem(split_dir / "masks", "masks")
-    if not images:
-        raise DataError(f"{split_dir / 'images'} has no images (PNG/JPEG); add images and their masks ({LAYOUT})")
-    if images.keys() - masks.keys():
-        unpaired = _unpaired(images.keys() - masks.keys(), images, split_dir / "masks")
-        raise DataError(f"images without a mask: {unpaired}; add a mask with the image's file name "
-                        "(e.g. masks/<name>.png) or remove the image")
-    if masks.keys() - images.keys():
-        unpaired = _unpaired(masks.keys() - images.keys(), masks, split_dir / "images")
-        raise DataError(f"masks without an image: {unpaired}; rename the mask to its image's file name or remove it")
-    return MaskIndex(split_dir, [(images[s], masks[s]) for s in sorted(images)])
+        problems.error("layout", f"split directory {split_dir} does not exist; create it with images/ and masks/ "
+                                 f"({LAYOUT})")
+        return MaskIndex(split_dir, [])
+    images = _files_by_stem(split_dir / "images", "images", problems)
+    masks = _files_by_stem(split_dir / "masks", "masks", problems)
+    if not images and (split_dir / "images").is_dir():
+        problems.error("layout", f"{split_dir / 'images'} has no images (PNG/JPEG); add images and their masks "
+                                 f"({LAYOUT})")
+    _unpaired(images, masks, split_dir / "masks", "images without a mask",
+              "add a mask with the image's file name (e.g. masks/<name>.png) or remove the image", problems)
+    _unpaired(masks, images, split_dir / "images", "masks without an image",
+              "rename the mask to its image's file name or remove it", problems)
+    return MaskIndex(split_dir, [(images[s], masks[s]) for s in sorted(images.keys() & masks.keys())])
 
 
-def load_mask(path: Path) -> np.ndarray:
-    """The pixel values (H, W) of a single-channel mask (L, P: palette indices, 1, I;16 or I), as stored."""
+def load_mask(path: Path, problems: Problems = RAISE) -> np.ndarray | None:
+    """The pixel values (H, W) of a single-channel mask (L, P: palette indices, 1, I;16 or I), as stored
+    (None when collecting a problem)."""
     try:
         with Image.open(path) as img:
             img.load()
             bands, mode = img.getbands(), img.mode
             arr = np.array(img)  # a writable copy, as torch.from_numpy wants
-    except FileNotFoundError as err:
-        raise DataError(f"mask file {path} does not exist; restore it or remove its image") from err
+    except FileNotFoundError:
+        problems.error("missing file", f"mask file {path} does not exist; restore it or remove its image")
+        return None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read mask {path}: {err}. The file is truncated, corrupt or not an image; "
-                        "re-export it") from err
+        problems.error("broken file", f"cannot read mask {path}: {err}. The file is truncated, corrupt or not an "
+                                      "image; re-export it")
+        return None
     if len(bands) != 1 or arr.dtype.kind not in "biu":
-        raise DataError(f"mask {path} is a {mode} image ({len(bands)} channels); a mask must be a single-channel "
-                        "PNG (mode L or P) whose pixel value is the class index (255 = ignore): convert colour-coded "
-                        "masks to class indices, e.g. Image.fromarray(index_array.astype('uint8')).save(...)")
+        problems.error("mask channels", f"mask {path} is a {mode} image ({len(bands)} channels); a mask must be a "
+                                        "single-channel PNG (mode L or P) whose pixel value is the class index (255 = "
+                                        "ignore): convert colour-coded masks to class indices, e.g. "
+                                        "Image.fromarray(index_array.astype('uint8')).save(...)")
+        return None
     return arr.astype(np.uint8) if arr.dtype == bool else arr
 
 
-def check_mask(mask: np.ndarray, path: Path, num_classes: int, ignore_index: int) -> None:
+def check_mask(mask: np.ndarray, path: Path, num_classes: int, ignore_index: int, problems: Problems = RAISE) -> bool:
     """Every value is a class index (< num_classes) or the ignore value."""
     bad = (mask >= num_classes) & (mask != ignore_index)
-    if bad.any():
-        values = np.unique(mask[bad]).tolist()
-        raise DataError(f"mask {path} has pixel values {values[:10]}{' ...' if len(values) > 10 else ''} but there "
-                        f"are {num_classes} classes (values 0..{num_classes - 1}) and {ignore_index} means ignore; "
-                        "fix the mask, or the class list (classes.txt / data.classes) if classes are missing")
+    if not bad.any():
+        return True
+    values = np.unique(mask[bad]).tolist()
+    problems.error("mask value", f"mask {path} has pixel values {values[:10]}{' ...' if len(values) > 10 else ''} "
+                                 f"but there are {num_classes} classes (values 0..{num_classes - 1}) and "
+                                 f"{ignore_index} means ignore; fix the mask, or the class list (classes.txt / "
+                                 "data.classes) if classes are missing")
+    return False
 
 
-def check_mask_size(mask: np.ndarray, mask_path: Path, image_size: tuple[int, int], image_path: Path) -> None:
+def check_mask_size(mask: np.ndarray, mask_path: Path, image_size: tuple[int, int], image_path: Path,
+                    problems: Problems = RAISE) -> bool:
     """The mask (H, W) has its image's (width, height)."""
-    if mask.shape != (image_size[1], image_size[0]):
-        raise DataError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is "
-                        f"{image_size[0]}x{image_size[1]}; a mask must have its image's size (re-export it)")
+    if mask.shape == (image_size[1], image_size[0]):
+        return True
+    problems.error("size mismatch", f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image "
+                                    f"{image_path} is {image_size[0]}x{image_size[1]}; a mask must have its image's "
+                                    "size (re-export it)")
+    return False
 
 
 def read_mask(mask_path: Path, image_path: Path, image_size: tuple[int, int], num_classes: int,
               ignore_index: int) -> np.ndarray:
     """The checked mask (H, W) of the image at `image_path` of (width, height) `image_size`: uint8 as most
-    PNGs store it, else int64."""
+    PNGs store it, else int64. Raises DataError naming the file for any problem."""
     mask = load_mask(mask_path)
     check_mask_size(mask, mask_path, image_size, image_path)
     check_mask(mask, mask_path, num_classes, ignore_index)

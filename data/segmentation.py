@@ -16,12 +16,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from .coco import CocoIndex, load_coco
+from .coco import CocoIndex, check_image_size, load_coco
 from .detection import CocoDetectionDataModule
 from .errors import DataError
 from .images import load_rgb
 from .masks import MaskIndex, check_classes, coco_mask, read_classes, read_mask, scan_mask_split
-from .splits import STAGE_SPLITS, SplitDataModule
+from .splits import STAGE_SPLITS, SplitDataModule, split_folder
 from .synthetic import synthetic_segmentation
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transforms
 
@@ -91,9 +91,7 @@ class CocoSegmentationDataset(SegmentationDataset):
     def load(self, i: int) -> tuple[Image.Image, np.ndarray]:
         rec = self.index.images[i]
         img = load_rgb(rec.path)
-        if img.size != (rec.width, rec.height):  # polygons and RLEs are in the json's size
-            raise DataError(f"image {rec.path} is {img.size[0]}x{img.size[1]} but {self.index.json_path} says "
-                            f"{rec.width}x{rec.height} (image id {rec.image_id}); fix \"width\"/\"height\"")
+        check_image_size(rec, img.size, self.index.json_path)  # raises DataError on a mismatch
         return img, coco_mask(rec, len(self.index.category_ids) + 1, self.ignore_index)
 
 
@@ -184,9 +182,7 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
     def _index(self, split: str) -> MaskIndex:
         if split not in self._splits:
             self.prepare_data()
-            split_dir = self.root / split
-            if split == "test" and not split_dir.exists():
-                split_dir = self.root / "val"  # no test split: test on val, as documented
+            split_dir = split_folder(self.root, split)
             self._splits[split] = scan_mask_split(split_dir)
         return self._splits[split]
 

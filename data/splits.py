@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+
+def split_folder(root: Path, split: str) -> Path:
+    """`root/split`, except a missing `root/test`, which is `root/val`: without a test split, tests run on val."""
+    if split == "test" and not (root / "test").exists():
+        return root / "val"
+    return root / split
+
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 

@@ -80,9 +80,12 @@ class TaskModule(L.LightningModule):
         return []
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Backbone parameters with `lr_mult`, everything else at the base lr; frozen ones left out."""
+        """Backbone parameters with `lr_mult`, everything else at the base lr; frozen ones (`backbone.freeze_at`)
+        left out, those a GradualUnfreeze callback holds back (`deferred_params`) kept in."""
         backbone_ids = {id(p) for p in backbone_of(self.model.body).parameters()}
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # parameters a fine-tuning callback froze for now still get their place in the optimizer
+        deferred = getattr(self, "deferred_params", set())
+        trainable = [p for p in self.model.parameters() if p.requires_grad or id(p) in deferred]
         groups = [
             {"params": [p for p in trainable if id(p) not in backbone_ids], "lr_mult": 1.0},
             {"params": [p for p in trainable if id(p) in backbone_ids], "lr_mult": self.backbone_lr_mult},

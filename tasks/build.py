@@ -11,6 +11,7 @@ from torch import nn
 from backbones import build_body
 
 from .base import TaskModule
+from .init_from import init_from
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
@@ -24,6 +25,8 @@ def build_task(cfg: DictConfig, class_names: Sequence[str], category_ids: Sequen
     """The task's LightningModule, carrying the resolved config, class names (and the dataset's category ids,
     if it has them) into its checkpoints."""
     model = build_model(cfg, len(class_names))
+    if cfg.get("init_from"):  # another run's checkpoint: backbone + neck, and the head where shapes match
+        init_from(model, cfg.init_from)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     # a partial, so the objects and the stored config below are passed as they are, not re-instantiated
     module_cls = instantiate(cfg.task.module, _partial_=True)

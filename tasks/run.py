@@ -1,4 +1,5 @@
-"""fit -> test -> report: the body of train.py, kept out of the entry point so tests and sweeps reuse it."""
+"""fit -> test -> report (with `train=false`: evaluate a checkpoint), the body of train.py, kept out of the entry
+point so tests and sweeps reuse it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from .base import TaskModule
 from .build import build_task
+from .prediction.checkpoint import without_weight_sources
+from .prediction.evaluation import check_evaluation_checkpoint, check_same_classes
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,9 @@ def _save_resolved_config(cfg: DictConfig, run_dir: Path) -> None:
 
 
 @rank_zero_only
-def _report(metrics: dict[str, float], best: str, run_dir: Path, extra: list[Table]) -> None:
-    table = Table(title="Test results", show_header=True)
+def _report(metrics: dict[str, float], best: str, run_dir: Path, extra: list[Table], *,
+            title: str = "Test results", checkpoint_label: str = "best checkpoint") -> None:
+    table = Table(title=title, show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(metrics.items()):
@@ -47,8 +52,9 @@ def _report(metrics: dict[str, float], best: str, run_dir: Path, extra: list[Tab
     for t in extra:
         console.print(t)
     # soft_wrap: paths stay on one line (copy-pasteable) however narrow the terminal or log
-    console.print(f"best checkpoint: {best or '(none saved)'}", soft_wrap=True, highlight=False)
-    console.print(f"run directory:   {run_dir}", soft_wrap=True, highlight=False)
+    width = len(checkpoint_label)
+    console.print(f"{checkpoint_label}: {best or '(none saved)'}", soft_wrap=True, highlight=False)
+    console.print(f"{'run directory:':<{width + 2}}{run_dir}", soft_wrap=True, highlight=False)
 
 
 def _single_log_stream() -> None:
@@ -82,8 +88,8 @@ def _sync_batchnorm_only_on_gpu(trainer_cfg: DictConfig) -> None:
         trainer_cfg.sync_batchnorm = False
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit on train/val, test the best checkpoint, print and return the test metrics."""
+def _setup(cfg: DictConfig) -> tuple[Path, L.LightningDataModule, TaskModule, Any, L.Trainer]:
+    """What fitting and evaluating share: checks, seed, the stored config, data, model, logger and Trainer."""
     check_complete(cfg)
     _single_log_stream()
     _sync_batchnorm_only_on_gpu(cfg.trainer)  # before the config is stored, so it records what ran
@@ -98,14 +104,44 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=logger)
+    return run_dir, datamodule, module, logger, trainer
+
+
+def _finish_logger(logger: Any) -> None:
+    if isinstance(logger, WandbLogger):
+        logger.experiment.finish()  # close the run so a multirun's next job starts a new one
+
+
+def _first(results: list[dict[str, Any]]) -> dict[str, float]:
+    return {k: float(v) for k, v in (results[0] if results else {}).items()}
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit on train/val, test the best checkpoint, print and return the test metrics (`train=false`: `evaluate`)."""
+    if not cfg.get("train", True):
+        return evaluate(cfg)
+    run_dir, datamodule, module, logger, trainer = _setup(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
 
     metrics: dict[str, float] = {}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.test_after_fit:
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        metrics = _first(trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False))
     _report(metrics, best, run_dir, module.report_tables())
-    if isinstance(logger, WandbLogger):
-        logger.experiment.finish()  # close the run so a multirun's next job starts a new one
+    _finish_logger(logger)
+    return metrics
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """`train=false`: validate and test the checkpoint `ckpt_path` on the configured data without fitting; print
+    the val and test metrics (and the task's tables) and return them."""
+    ckpt = check_evaluation_checkpoint(cfg)
+    # the checkpoint's weights replace any pretrained backbone / init_from ones: don't fetch those
+    run_dir, datamodule, module, logger, trainer = _setup(without_weight_sources(cfg))
+    check_same_classes(ckpt, module.class_names)
+    metrics = _first(trainer.validate(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False))
+    metrics |= _first(trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False))
+    _report(metrics, str(ckpt), run_dir, module.report_tables(), title="Evaluation results",
+            checkpoint_label="evaluated checkpoint")
+    _finish_logger(logger)
     return metrics

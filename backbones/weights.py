@@ -1,0 +1,324 @@
+"""Pretrained weights for backbones: a torchvision weights name, a timm pretrained tag, a URL or a local file.
+
+Every file is read with `torch.load(weights_only=True)` (or safetensors), so loading never runs pickled code.
+Downloads go to the standard caches (torch hub's `<hub dir>/checkpoints`, Hugging Face's hub cache); offline,
+the error says which file is missing and where to put it. The state dict is then mapped onto the model key by
+key and the result counted: loaded, missing, unexpected (e.g. the dropped classifier `fc.*`) and
+shape-mismatched (skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
+# containers that wrap a state dict: training scripts' `{"model": ...}`, Lightning's `{"state_dict": ...}`
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
+TIMM_DEFAULT = ("timm", "default", "pretrained")
+NO_WEIGHTS = ("", "none", "null", "random")
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be found, read or matched; the message names the file and the fix."""
+
+
+@dataclass
+class LoadReport:
+    """What `load_matching` did with a state dict. `mismatched` maps a key to (file shape, model shape)."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    adapted: list[str] = field(default_factory=list)  # first conv averaged / repeated for in_chans != 3
+    prefix: str = ""  # stripped from the file's keys
+
+    def summary(self) -> str:
+        text = (f"weights {self.source}: {len(self.loaded)} loaded, {len(self.missing)} missing, "
+                f"{len(self.unexpected)} unexpected, {len(self.mismatched)} shape-mismatched (skipped)")
+        if self.prefix:
+            text += f"; key prefix {self.prefix!r} stripped"
+        if self.adapted:
+            text += f"; {', '.join(self.adapted)} adapted to the input channels"
+        if self.unexpected:
+            text += f"; unexpected under {_groups(self.unexpected)}"
+        if self.missing:
+            text += f"; missing under {_groups(self.missing)}"
+        if self.mismatched:
+            text += f"; mismatched: {_first(list(self.mismatched))}"
+        return text
+
+    def details(self) -> str:
+        lines = [f"missing: {', '.join(self.missing) or '-'}", f"unexpected: {', '.join(self.unexpected) or '-'}"]
+        lines += [f"shape mismatch {k}: file {list(a)} vs model {list(b)}" for k, (a, b) in self.mismatched.items()]
+        return "\n".join(lines)
+
+    def log(self, verbose: bool = False) -> None:
+        level = logging.WARNING if self.missing or self.mismatched else logging.INFO
+        log.log(level, "%s", self.summary())
+        if verbose:
+            log.info("%s\n%s", self.source, self.details())
+
+    def check_strict(self) -> None:
+        if self.missing or self.mismatched:
+            raise WeightsError(
+                f"weights {self.source} do not fit the model (backbone.weights_strict=true):\n{self.details()}\n"
+                "Set backbone.weights_strict=false to load what fits and skip the rest."
+            )
+
+
+def _groups(keys: list[str]) -> str:
+    # top-level module names with counts: "fc (2), layer4 (30)"
+    counts = Counter(k.split(".")[0] for k in keys)
+    return ", ".join(f"{name} ({n})" for name, n in counts.most_common(6)) + (" ..." if len(counts) > 6 else "")
+
+
+def _first(keys: list[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n})" if len(keys) > n else "")
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def unwrap_state_dict(obj: Any, source: str) -> dict[str, Tensor]:
+    """The `{name: Tensor}` inside `obj`: itself, or under `state_dict` / `model` / ... (nested wrappers too)."""
+    for _ in range(4):
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, Tensor) for v in obj.values()):
+            return {str(k): v for k, v in obj.items()}
+        if not isinstance(obj, Mapping):
+            break
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    found = f"a dict with keys {_first([str(k) for k in obj], 8)}" if isinstance(obj, Mapping) else type(obj).__name__
+    raise WeightsError(
+        f"{source} holds {found}, not a state dict: expected {{name: tensor}} or one wrapped under "
+        f"{' / '.join(repr(k) for k in WRAPPER_KEYS)}"
+    )
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """A local `.pth` / `.pt` / `.bin` / `.ckpt` (torch.load, weights_only) or `.safetensors` file -> state dict."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist (backbone.weights / init_from take a path, a URL "
+                           "or a weights name)")
+    if path.suffix == ".safetensors":
+        import safetensors.torch
+
+        try:
+            return safetensors.torch.load_file(str(path), device="cpu")
+        except Exception as err:  # safetensors raises its own SafetensorError for bad headers
+            raise WeightsError(f"{path} is not a readable .safetensors file: {err}") from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(
+            f"{path} is not a plain state dict: it holds pickled Python objects, which torch.load(weights_only=True) "
+            f"refuses to run ({reason}). Save only tensors, e.g. torch.save(model.state_dict(), path), or convert "
+            "the file to .safetensors, from an environment where you trust it."
+        ) from err
+    except Exception as err:
+        raise WeightsError(f"could not read {path} as a torch file: {err}") from err
+    return unwrap_state_dict(obj, str(path))
+
+
+# ---------------------------------------------------------------- downloads
+
+
+def hub_cache_path(url: str) -> Path:
+    """Where `torch.hub.load_state_dict_from_url` keeps `url`: `<torch.hub.get_dir()>/checkpoints/<file name>`."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def download_state_dict(url: str) -> dict[str, Tensor]:
+    """`url` through torch hub's cache (downloaded once); offline and uncached -> WeightsError naming the path."""
+    cached = hub_cache_path(url)
+    try:
+        obj = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=False,
+                                                 weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise WeightsError(f"{cached} (from {url}) is not a plain state dict; torch.load(weights_only=True) "
+                           f"refuses it: {str(err).splitlines()[0]}") from err
+    except (OSError, TimeoutError) as err:  # URLError, HTTPError, socket timeouts, refused connections
+        raise WeightsError(
+            f"could not download {url} ({err}) and it is not cached. Without network, fetch the file elsewhere "
+            f"and put it at {cached} (torch hub's cache: $TORCH_HOME/hub/checkpoints), or pass the local file as "
+            "backbone.weights=/path/to/file.pth"
+        ) from err
+    return unwrap_state_dict(obj, url)
+
+
+def torchvision_weights_url(arch: str, weights: str) -> str:
+    """`IMAGENET1K_V2`, `DEFAULT` or `ResNet50_Weights.IMAGENET1K_V2` for torchvision model `arch` -> its URL."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(arch)
+    name = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
+    try:
+        return enum[name.upper()].url
+    except KeyError:
+        known = ", ".join(["DEFAULT", *enum.__members__])
+        raise WeightsError(f"torchvision has no weights {weights!r} for {arch}; known: {known} "
+                           "(or pass a URL or a local .pth / .safetensors file)") from None
+
+
+def timm_state_dict(arch: str, tag: str) -> tuple[dict[str, Tensor], str]:
+    """timm's pretrained weights `arch.tag` (`tag` in `timm`/`default`: timm's default tag) from the Hugging Face
+    hub (or the cfg's URL), as timm's own `pretrained=True` resolves them."""
+    import timm.models
+
+    full = arch if tag.lower() in TIMM_DEFAULT else tag if tag.startswith(arch + ".") else f"{arch}.{tag}"
+    try:
+        cfg = timm.models.get_pretrained_cfg(full)
+    except RuntimeError:
+        cfg = None
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        known = ", ".join(timm.list_pretrained(f"{arch}.*")) or "none"
+        raise WeightsError(f"timm has no pretrained weights {full!r}; pretrained tags of {arch}: {known}")
+    name = f"{cfg.architecture}.{cfg.tag}"
+    if not cfg.hf_hub_id:
+        return download_state_dict(cfg.url), name
+    try:
+        args = (cfg.hf_hub_id, cfg.hf_hub_filename) if cfg.hf_hub_filename else (cfg.hf_hub_id,)
+        return unwrap_state_dict(timm.models.load_state_dict_from_hf(*args), name), name
+    except Exception as err:  # huggingface_hub raises several error types for offline / missing files
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        repo = cfg.hf_hub_id.split("@")[0]
+        raise WeightsError(
+            f"could not fetch timm weights {name} from the Hugging Face hub repo {repo} ({type(err).__name__}: "
+            f"{err}). Without network: run `hf download {repo}` on a machine with network and copy "
+            f"{Path(HF_HUB_CACHE) / ('models--' + repo.replace('/', '--'))} to the same place here (HF_HOME), or "
+            "pass the downloaded model.safetensors as backbone.weights=/path/to/model.safetensors"
+        ) from err
+
+
+def resolve_weights(weights: str, *, source: str, arch: str) -> tuple[dict[str, Tensor], str]:
+    """`backbone.weights` -> (state dict, description). `source` is the registry source (`torchvision`,
+    `timm`), `arch` the torchvision / timm model name."""
+    text = str(weights).strip()
+    if text.startswith(("http://", "https://")):
+        return download_state_dict(text), text
+    path = Path(text).expanduser()
+    if path.exists() or path.suffix in FILE_SUFFIXES or "/" in text or os.sep in text:
+        return read_state_dict(path), str(path)
+    if source == "torchvision":
+        url = torchvision_weights_url(arch, text)
+        return download_state_dict(url), f"{arch} {text} ({url})"
+    if source == "timm":
+        return timm_state_dict(arch, text)
+    raise WeightsError(f"backbone {arch!r} has no named weights ({text!r}); pass a URL or a local file")
+
+
+# ---------------------------------------------------------------- key matching
+
+
+def _flat(key: str) -> str:
+    # timm's features_only wrapper flattens top-level Sequentials: `stages.0.x` is `stages_0.x` there
+    return key.replace(".", "_", 1)
+
+
+def _target_of(rest: str, targets: Mapping[str, Any]) -> str | None:
+    if rest in targets:
+        return rest
+    return _flat(rest) if _flat(rest) in targets else None
+
+
+def best_prefix(keys: list[str], targets: Mapping[str, Any]) -> str:
+    """The key prefix (`""`, `model.body.`, `module.`, `backbone.body.` ...) under which most keys fit `targets`."""
+    counts: Counter[str] = Counter()
+    for key in keys:
+        parts = key.split(".")
+        for i in range(len(parts)):
+            if _target_of(".".join(parts[i:]), targets) is not None:
+                counts[".".join(parts[:i]) + ("." if i else "")] += 1
+                break
+    if not counts:
+        return ""
+    top = max(counts.values())
+    return min((p for p, n in counts.items() if n == top), key=len)
+
+
+def first_conv_key(model: nn.Module) -> str | None:
+    return next((f"{name}.weight" for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def match_state_dict(targets: Mapping[str, Tensor], state_dict: Mapping[str, Tensor], source: str,
+                     prefix: str | None = None, first_conv: str | None = None) -> tuple[dict[str, Tensor], LoadReport]:
+    """Map `state_dict` onto the model keys `targets` (a model's state dict) -> (the loadable subset under the
+    model's names, report).
+
+    The common prefix is found (or given), DataParallel's `module.` and timm's flattened names are handled;
+    tensors of another shape are skipped, except the `first_conv` weight of a file with another number of input
+    channels, which is averaged / repeated as timm does. `num_batches_tracked` is never counted.
+    """
+    from timm.models import adapt_input_conv
+
+    keys = [k for k in state_dict if not k.endswith("num_batches_tracked")]
+    prefix = best_prefix(keys, targets) if prefix is None else prefix
+    report = LoadReport(source, prefix=prefix)
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        target = _target_of(key[len(prefix):], targets) if key.startswith(prefix) else None
+        if target is None:
+            if not key.endswith("num_batches_tracked"):
+                report.unexpected.append(key)
+            continue
+        want = tuple(targets[target].shape)
+        if tuple(value.shape) != want:
+            adaptable = (target == first_conv and value.ndim == 4 and value.shape[1] != want[1]
+                         and value.shape[0] == want[0] and value.shape[2:] == want[2:])
+            if not adaptable:
+                report.mismatched[target] = (tuple(value.shape), want)
+                continue
+            value = adapt_input_conv(want[1], value, base_chans=value.shape[1])
+            report.adapted.append(target)
+        out[target] = value
+        if not target.endswith("num_batches_tracked"):
+            report.loaded.append(target)
+    report.missing = [k for k in targets if k not in out and k not in report.mismatched
+                      and not k.endswith("num_batches_tracked")]
+    return out, report
+
+
+def load_matching(model: nn.Module, state_dict: Mapping[str, Tensor], source: str, *, strict: bool = False,
+                  verbose: bool = False, prefix: str | None = None) -> LoadReport:
+    """Load what fits of `state_dict` into `model` (in place), log the counts and return the report.
+    `strict`: raise WeightsError if a model key is missing or has another shape."""
+    matched, report = match_state_dict(model.state_dict(), state_dict, source, prefix, first_conv_key(model))
+    if strict:
+        report.check_strict()
+    if not report.loaded:
+        raise WeightsError(f"no tensor of {source} fits the model (keys like {_first(list(state_dict), 3)} vs "
+                           f"{_first(list(model.state_dict()), 3)}): is it the weights of another architecture?")
+    model.load_state_dict(matched, strict=False)
+    report.log(verbose)
+    return report
+
+
+def load_backbone_weights(model: nn.Module, weights: str, *, source: str, arch: str, strict: bool = False,
+                          verbose: bool = False) -> LoadReport:
+    """Resolve `weights` (name, tag, URL or file; see `resolve_weights`) and load what fits into `model`."""
+    state_dict, description = resolve_weights(weights, source=source, arch=arch)
+    return load_matching(model, state_dict, description, strict=strict, verbose=verbose)
+
+
+def wants_weights(weights: str | None) -> bool:
+    return weights is not None and str(weights).strip().lower() not in NO_WEIGHTS

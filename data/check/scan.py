@@ -1,0 +1,246 @@
+"""Scan the splits of a configured DataModule with the loaders' own checks in collecting mode: every image and
+mask is decoded, counted per class and measured; every problem is kept (see `Problems`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..classification import ImageFolderDataModule
+from ..coco import CocoImage, CocoIndex, check_image_size, load_coco
+from ..detection import CocoDetectionDataModule
+from ..errors import DataError, Problems
+from ..imagefolder import scan_split
+from ..images import load_rgb
+from ..masks import check_classes, check_mask, check_mask_size, coco_mask, load_mask, read_classes, scan_mask_split
+from ..segmentation import CocoSegmentationDataModule, MaskDataModule
+from ..splits import split_folder
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SplitReport:
+    """What one split holds: `counts[metric][class name]` (metric "images", "boxes" or "pixels"), the decoded
+    images' (width, height), how many images have no label; `same_as` names the split it falls back to."""
+
+    name: str
+    source: str
+    images: int = 0
+    unlabelled: int = 0
+    counts: dict[str, Counter] = field(default_factory=dict)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    same_as: str | None = None
+
+
+@dataclass
+class Report:
+    """A checked dataset: class names in label order, the count columns per split, the splits and the problems."""
+
+    title: str
+    classes: list[str]
+    metrics: list[str]
+    splits: list[SplitReport]
+    problems: Problems
+
+
+@dataclass
+class Item:
+    """The result of checking one image (and its mask): run in a worker thread, merged in the main one."""
+
+    size: tuple[int, int] | None
+    counts: dict[str, Counter]
+    labelled: bool | None
+    problems: Problems
+
+
+def image_size(path: Path, problems: Problems) -> tuple[int, int] | None:
+    """(width, height) of the image as training decodes it (`load_rgb`), or None and its DataError as a problem."""
+    try:
+        return load_rgb(path).size
+    except DataError as err:
+        problems.error("broken file" if path.exists() else "missing file", str(err))
+        return None
+
+
+def pixel_counts(mask: np.ndarray, classes: Sequence[str], ignore_index: int) -> Counter:
+    """Pixels per class name (values out of range are the mask-value check's business), ignore as its own row."""
+    values, counts = np.unique(mask, return_counts=True)
+    names = {i: c for i, c in enumerate(classes)} | {ignore_index: f"(ignore {ignore_index})"}
+    return Counter({names[int(v)]: int(n) for v, n in zip(values, counts) if int(v) in names})
+
+
+class Scanner:
+    """Runs `check(item) -> Item` over a split's items on `workers` threads (decoding releases the GIL) under a
+    progress bar, and adds the results to a `SplitReport` and the run's `Problems`."""
+
+    def __init__(self, problems: Problems, progress: Progress, workers: int) -> None:
+        self.problems, self.progress, self.workers = problems, progress, max(1, workers)
+
+    def run(self, split: SplitReport, items: Sequence[Any], check: Callable[[Any], Item]) -> None:
+        task = self.progress.add_task(f"{split.name}: {len(items)} images", total=len(items))
+        with ThreadPoolExecutor(self.workers) as pool:
+            for item in pool.map(check, items):
+                self.progress.advance(task)
+                split.images += 1
+                split.unlabelled += item.labelled is False
+                if item.size:
+                    split.sizes.append(item.size)
+                for metric, counts in item.counts.items():
+                    split.counts.setdefault(metric, Counter()).update(counts)
+                self.problems.extend(item.problems)
+
+
+def progress_bar(console: Any) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def _shown(path: Path, root: Path | None) -> str:
+    """`path` relative to the dataset root (named in the title) when it is inside it."""
+    return str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
+
+
+def _fallback(root: Path, split: str) -> tuple[Path, str | None]:
+    """The folder of `split` under `root`, as the DataModules resolve it, and "val" when test falls back to it."""
+    folder = split_folder(root, split)
+    return folder, (None if folder == root / split else folder.name)
+
+
+def check_imagefolder(dm: ImageFolderDataModule, scanner: Scanner) -> Report:
+    problems = scanner.problems
+    train = scan_split(_fallback(dm.root, "train")[0], None, problems)
+    splits = []
+    for name in SPLITS:
+        split_dir, same_as = _fallback(dm.root, name)
+        split = SplitReport(name, _shown(split_dir, dm.root), same_as=same_as)
+        splits.append(split)
+        if same_as:
+            continue
+        index = train if name == "train" else scan_split(split_dir, train.classes, problems)
+
+        def check(sample: tuple[Path, int], classes: list[str] = index.classes) -> Item:
+            local = Problems(strict=False)
+            return Item(image_size(sample[0], local), {"images": Counter([classes[sample[1]]])}, True, local)
+
+        scanner.run(split, index.samples, check)
+    return Report(f"ImageFolder {dm.root}", train.classes, ["images"], splits, problems)
+
+
+def check_masks(dm: MaskDataModule, scanner: Scanner) -> Report:
+    problems = scanner.problems
+    classes, source = read_classes(dm.root, dm.classes, problems)
+    ignore = dm.ignore_index
+    checked = (classes or dm.classes is not None) and check_classes(classes, ignore, source, problems)
+    num_classes = len(classes) if checked else None  # a bad class list is reported once, above
+    splits = []
+    for name in SPLITS:
+        split_dir, same_as = _fallback(dm.root, name)
+        split = SplitReport(name, _shown(split_dir, dm.root), same_as=same_as)
+        splits.append(split)
+        if same_as:
+            continue
+
+        def check(pair: tuple[Path, Path]) -> Item:
+            image_path, mask_path = pair
+            local = Problems(strict=False)
+            size = image_size(image_path, local)
+            mask = load_mask(mask_path, local)
+            if mask is None:
+                return Item(size, {}, None, local)
+            if size:
+                check_mask_size(mask, mask_path, size, image_path, local)
+            if num_classes:
+                check_mask(mask, mask_path, num_classes, ignore, local)
+            pixels = pixel_counts(mask, classes, ignore)
+            labelled = bool(((mask != 0) & (mask != ignore)).any())
+            if not labelled:
+                local.warning("no labels", f"mask {mask_path} has only background (0) and ignore ({ignore}) pixels; "
+                                           "fine for an image without objects, else re-export the mask")
+            return Item(size, {"pixels": pixels, "images": Counter(c for c in pixels if not c.startswith("("))},
+                        labelled, local)
+
+        scanner.run(split, scan_mask_split(split_dir, problems).samples, check)
+    return Report(f"image / mask folders {dm.root}", classes, ["pixels", "images"], splits, problems)
+
+
+def check_coco(dm: CocoDetectionDataModule, scanner: Scanner) -> Report:
+    """Detection, or semantic segmentation when `dm` is a CocoSegmentationDataModule (annotations painted)."""
+    problems = scanner.problems
+    segmentation = isinstance(dm, CocoSegmentationDataModule)
+    paths: dict[str, tuple[Path, Path] | None] = {}
+    for name in SPLITS:
+        try:
+            paths[name] = dm._paths(name)  # the DataModule's own layout, explicit paths and test -> val fallback
+        except DataError as err:
+            problems.error("layout", str(err))
+            paths[name] = None
+    train: CocoIndex | None = None
+    splits = []
+    for name in SPLITS:
+        if paths[name] is None:
+            continue
+        images, annotations = paths[name]
+        same_as = "val" if name == "test" and paths[name] == paths["val"] else None
+        split = SplitReport(name, f"{_shown(annotations, dm.root)} + {_shown(images, dm.root)}/", same_as=same_as)
+        splits.append(split)
+        if same_as:
+            continue
+        categories = train.category_ids if train is not None and train.category_ids else None
+        index = load_coco(annotations, images, category_ids=categories, drop_bad_boxes=dm.drop_bad_boxes,
+                          segmentation=segmentation, problems=problems)
+        if name == "train":
+            train = index
+        names = [f"{n} (id {c})" for n, c in zip(index.class_names, index.category_ids)]
+        scanner.run(split, index.images, _coco_check(index, names, segmentation, getattr(dm, "ignore_index", 255)))
+    names = [f"{n} (id {c})" for n, c in zip(train.class_names, train.category_ids)] if train else []
+    if segmentation and train is not None and train.category_ids:
+        check_classes(["background", *train.class_names], dm.ignore_index, str(train.json_path), problems)
+    metrics = ["boxes", "images", "pixels"] if segmentation else ["boxes", "images"]
+    return Report(f"COCO {'segmentation' if segmentation else 'detection'} {dm.root or ''}".rstrip(),
+                  ["background", *names] if segmentation else names, metrics, splits, problems)
+
+
+def _coco_check(index: CocoIndex, names: list[str], segmentation: bool, ignore: int) -> Callable[[CocoImage], Item]:
+    def check(rec: CocoImage) -> Item:
+        local = Problems(strict=False)
+        size = image_size(rec.path, local)
+        boxes = Counter(names[label - 1] for label in rec.labels.tolist())
+        counts = {"boxes": boxes, "images": Counter(boxes.keys())}
+        if not boxes:
+            local.warning("no labels", f"{index.json_path}: image id {rec.image_id} ({rec.path}) has no annotations; "
+                                       "it is kept as a negative example (add its objects if it has any)")
+        if size and check_image_size(rec, size, index.json_path, local) and segmentation:
+            pixels = pixel_counts(coco_mask(rec, len(names) + 1, ignore), ["background", *names], ignore)
+            counts |= {"pixels": pixels, "images": Counter(c for c in pixels if not c.startswith("("))}
+        return Item(size, counts, bool(boxes), local)
+
+    return check
+
+
+def check_datamodule(dm: Any, problems: Problems, progress: Progress, workers: int) -> Report:
+    """The report of any Cerberus DataModule (after `prepare_data`, which generates the synthetic sets)."""
+    scanner = Scanner(problems, progress, workers)
+    if isinstance(dm, CocoDetectionDataModule):  # also CocoSegmentationDataModule
+        return check_coco(dm, scanner)
+    if isinstance(dm, MaskDataModule):
+        return check_masks(dm, scanner)
+    if isinstance(dm, ImageFolderDataModule):
+        return check_imagefolder(dm, scanner)
+    raise TypeError(f"data.check knows ImageFolder, COCO and mask-folder DataModules, not {type(dm).__name__}")
+
+
+def size_stats(sizes: Iterable[tuple[int, int]]) -> tuple[list[int], list[int]] | None:
+    """([min, median, max] width, [min, median, max] height), or None without sizes."""
+    arr = np.asarray(list(sizes)).reshape(-1, 2)
+    if not len(arr):
+        return None
+    stats = [[int(a.min()), int(np.median(a)), int(a.max())] for a in arr.T]
+    return stats[0], stats[1]

@@ -1,0 +1,26 @@
+"""Predict with a trained Cerberus checkpoint on an image or a directory of images. `python predict.py --help`.
+
+    python predict.py ckpt=outputs/.../checkpoints/last.ckpt input=images/ [output=preds] [batch_size=16]
+"""
+
+import warnings
+
+import hydra
+from omegaconf import DictConfig
+
+# Lightning 2.6 calls a torch pytree API that torch >= 2.10 deprecates: noise for every user, nothing to act on
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+@hydra.main(config_path="conf", config_name="predict", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from tasks.prediction.arguments import check_arguments
+
+    check_arguments(cfg)  # a wrong path or option fails before the heavy imports
+    from tasks.prediction.run import predict
+
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

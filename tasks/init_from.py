@@ -1,0 +1,94 @@
+"""`init_from=RUN.ckpt`: start a model from another Cerberus run, of any task.
+
+The backbone always comes from the checkpoint, the neck when both runs have one, and the head key by key where
+the shapes match; a head tensor of another shape (another number of classes) keeps its fresh initialisation,
+with a warning naming it. Unlike `ckpt_path`, nothing else of the run (optimizer, epoch) is resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from backbones.weights import LoadReport, WeightsError, best_prefix, first_conv_key, match_state_dict, read_state_dict
+
+from .base import backbone_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InitReport:
+    backbone: LoadReport
+    neck: LoadReport | None
+    head: LoadReport
+    reinitialised: list[str]  # head keys whose shapes differ from the checkpoint's
+
+
+def _module_prefix(model: nn.Module, target: nn.Module) -> str:
+    """`target`'s qualified name inside `model` plus a dot (`body.`, `detector.backbone.`; `""` for `model`)."""
+    name = next(name for name, m in model.named_modules() if m is target)
+    return f"{name}." if name else ""
+
+
+def _sub(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def init_from(model: nn.Module, path: str | Path) -> InitReport:
+    """Load the weights of a Cerberus checkpoint (`{"state_dict": {"model.<...>": tensor}, ...}`, read with
+    `weights_only=True`) into `model`, a task's nn.Module with a `body`; returns what was loaded."""
+    source = str(path)
+    state = read_state_dict(path)
+    body, backbone = model.body, backbone_of(model.body)
+    body_prefix, backbone_prefix = _module_prefix(model, body), _module_prefix(model, backbone)
+    backbone_keys = backbone.state_dict()
+
+    # where the checkpoint keeps its backbone (model.body., model.body.body., model.detector.backbone.body., ...)
+    src_backbone = best_prefix([k for k in state if not k.endswith("num_batches_tracked")], backbone_keys)
+    if not any(k.startswith(src_backbone) for k in state):
+        raise WeightsError(f"init_from={source}: no backbone weights found in the checkpoint")
+    bb_state = _sub(state, src_backbone)
+    bb, bb_report = match_state_dict(backbone_keys, bb_state, f"{source} (backbone)", prefix="",
+                                     first_conv=first_conv_key(backbone))
+    if not bb_report.loaded:
+        raise WeightsError(f"init_from={source}: none of the checkpoint's backbone tensors fits this backbone "
+                           f"(keys like {', '.join(list(bb_state)[:3])}); was it trained with another backbone?")
+    bb_report.log()
+    loaded = {backbone_prefix + k: v for k, v in bb.items()}
+
+    # the neck (e.g. FPN's `fpn.*`): only when both have one; the checkpoint's neck holds the backbone as `body.`
+    neck_report = None
+    if body is not backbone:
+        neck_targets = {k: v for k, v in body.state_dict().items() if not k.startswith("body.")}
+        src_neck = src_backbone[: -len("body.")] if src_backbone.endswith("body.") else None
+        neck_state = {k: v for k, v in _sub(state, src_neck).items() if k in neck_targets} if src_neck else {}
+        if neck_state:
+            neck, neck_report = match_state_dict(neck_targets, neck_state, f"{source} (neck)", prefix="")
+            neck_report.log()
+            loaded.update({body_prefix + k: v for k, v in neck.items()})
+        else:
+            log.info("init_from=%s: the checkpoint has no neck; the neck starts from scratch", source)
+
+    # the head: everything of `model` outside the body, under the checkpoint's prefix of `model` (`model.`)
+    src_model = src_backbone[: -len(backbone_prefix)] if src_backbone.endswith(backbone_prefix) else "model."
+    head_targets = {k: v for k, v in model.state_dict().items() if not k.startswith(body_prefix)}
+    head_state = {k: v for k, v in _sub(state, src_model).items() if k in head_targets}
+    head, head_report = match_state_dict(head_targets, head_state, f"{source} (head)", prefix="")
+    loaded.update(head)
+    reinitialised = list(head_report.mismatched)
+    if reinitialised:
+        log.warning("init_from=%s: head tensors of another shape (e.g. another number of classes) are "
+                    "re-initialised: %s", source, ", ".join(f"{k} {list(a)} -> {list(b)}"
+                                                          for k, (a, b) in head_report.mismatched.items()))
+    if not head_report.loaded:
+        log.info("init_from=%s: no head tensor of the checkpoint fits (another task?); the head starts from scratch",
+                 source)
+
+    model.load_state_dict(loaded, strict=False)
+    log.info("init_from=%s: head %d loaded, %d re-initialised, %d new", source, len(head_report.loaded),
+             len(reinitialised), len(head_report.missing))
+    return InitReport(bb_report, neck_report, head_report, reinitialised)

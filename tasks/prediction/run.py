@@ -1,0 +1,107 @@
+"""predict.py's body: checkpoint -> model, files -> batches -> the task's output files, with a progress bar."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from .arguments import check_arguments
+from .base import PredictOptions, Predictor
+from .checkpoint import LoadedCheckpoint, load_checkpoint
+from .classification import ClassificationPredictor
+from .detection import DetectionPredictor
+from .inputs import Failure, ImageDataset, ImageFiles, list_images, split_failures
+from .segmentation import SegmentationPredictor
+
+log = logging.getLogger(__name__)
+
+PREDICTORS: dict[str, type[Predictor]] = {"classification": ClassificationPredictor,
+                                          "detection": DetectionPredictor, "segmentation": SegmentationPredictor}
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto": the GPU when there is one, else the CPU; otherwise any torch device string ("cpu", "cuda:1")."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def default_output(ckpt: Path) -> Path:
+    """predictions/<run dir>_<ckpt stem> for a checkpoint inside a run's checkpoints/ folder, else
+    predictions/<ckpt stem>, under the current directory."""
+    ckpt = ckpt.resolve()
+    run = f"{ckpt.parent.parent.name}_" if ckpt.parent.name == "checkpoints" else ""
+    return Path("predictions") / f"{run}{ckpt.stem}"
+
+
+def _options(cfg: DictConfig) -> PredictOptions:
+    formats = [cfg.formats] if isinstance(cfg.formats, str) else list(cfg.formats)
+    return PredictOptions(topk=int(cfg.topk), formats=tuple(formats), score_threshold=float(cfg.score_threshold),
+                          overlay=bool(cfg.overlay))
+
+
+def build_predictor(loaded: LoadedCheckpoint, files: ImageFiles, out_dir: Path, options: PredictOptions) -> Predictor:
+    if loaded.task not in PREDICTORS:
+        raise ValueError(f"{loaded.path}: no predictor for task {loaded.task!r}; known: {', '.join(PREDICTORS)}")
+    return PREDICTORS[loaded.task](loaded, files, out_dir, options)
+
+
+def _report_failures(failures: list[Failure], console: Console) -> None:
+    if failures:
+        console.print(f"[bold yellow]{len(failures)} unreadable file(s) skipped:[/] "
+                      + ", ".join(f.name for f in sorted(failures, key=lambda f: f.index)), soft_wrap=True)
+
+
+def predict(cfg: DictConfig) -> dict[str, int]:
+    """Run the checkpoint `cfg.ckpt` on `cfg.input`; returns {"images": written, "failed": unreadable}."""
+    check_arguments(cfg)
+    options = _options(cfg)
+    files = list_images(cfg.input)  # before the model: a wrong path fails at once
+    loaded = load_checkpoint(cfg.ckpt)
+    device = resolve_device(str(cfg.device))
+    module = loaded.module.to(device)
+    if getattr(module, "channels_last", False):
+        module.model.to(memory_format=torch.channels_last)
+    out_dir = Path(cfg.output) if cfg.get("output") else default_output(loaded.path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictor = build_predictor(loaded, files, out_dir, options)
+
+    workers = min(4, os.cpu_count() or 1) if cfg.num_workers is None else int(cfg.num_workers)
+    loader = DataLoader(ImageDataset(files, predictor.prepare), batch_size=int(cfg.batch_size),
+                        num_workers=workers, collate_fn=split_failures, pin_memory=device.type == "cuda")
+    console = Console()
+    console.print(f"{loaded.task} checkpoint {loaded.path} ({loaded.config.backbone.name}, "
+                  f"{len(loaded.class_names)} classes) on {len(files.paths)} image(s), device {device}",
+                  soft_wrap=True, highlight=False)
+    failures: list[Failure] = []
+    done = 0
+    columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("•"), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress, torch.inference_mode():
+        bar = progress.add_task("predict", total=len(files.paths))
+        for items, failed in loader:
+            for f in failed:
+                log.warning("cannot read %s (skipped): %s", f.name, f.reason)
+            failures += failed
+            if items:
+                for item, output in zip(items, predictor.forward(items, device)):
+                    predictor.write(item, output)
+                done += len(items)
+            progress.advance(bar, len(items) + len(failed))
+
+    written = predictor.finish(console) if done else []
+    _report_failures(failures, console)
+    for path in written:
+        console.print(f"wrote {path}", soft_wrap=True, highlight=False)
+    console.print(f"{done} image(s) predicted, {len(failures)} unreadable; output: {out_dir.resolve()}",
+                  soft_wrap=True, highlight=False)
+    if not done:
+        raise RuntimeError(f"none of the {len(files.paths)} input file(s) could be read; see the warnings above")
+    return {"images": done, "failed": len(failures)}
