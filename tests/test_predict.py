@@ -134,7 +134,8 @@ def test_detection_coco_results_and_drawings(checkpoint, tmp_path):
         assert r["category_id"] in (1, 2) and len(r["bbox"]) == 4 and 0 <= r["score"] <= 1
         x, y, w, h = r["bbox"]
         assert w >= 0 and h >= 0 and x + w <= 80.01 and y + h <= 64.01
-    for name, size in (("x.png", (64, 48)), ("y.png", (80, 64))):
+    # images under 256 px are drawn enlarged to 256 on the longer side (readable labels)
+    for name, size in (("x.png", (256, 192)), ("y.png", (256, 205))):
         assert Image.open(out / "drawn" / name).size == size
 
 

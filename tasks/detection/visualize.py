@@ -60,26 +60,30 @@ def _scaled(item: Mapping[str, Tensor], factor: Tensor) -> dict[str, Tensor]:
     return {**item, "boxes": item["boxes"].detach().cpu() * factor}
 
 
+def draw_upscaled(image: Tensor, pred: Mapping[str, Tensor], target: Mapping[str, Tensor] | None,
+                  class_names: Sequence[str], score_threshold: float = 0.3, upscale_to: int | None = 256) -> Tensor:
+    """`draw_detections` on the image enlarged (nearest, boxes scaled alike) to `upscale_to` on its longer side
+    when it is smaller, so that labels on small images stay readable: (3, H', W') uint8."""
+    h, w = image.shape[-2:]
+    if upscale_to and max(h, w) < upscale_to:
+        size = (round(h * upscale_to / max(h, w)), round(w * upscale_to / max(h, w)))
+        factor = torch.tensor([size[1] / w, size[0] / h] * 2)
+        image = F.interpolate(image[None].detach().cpu(), size=size, mode="nearest")[0]
+        pred, target = _scaled(pred, factor), None if target is None else _scaled(target, factor)
+    return draw_detections(image, pred, target, class_names, score_threshold)
+
+
 def detection_grid(images: Sequence[Tensor], preds: Sequence[Mapping[str, Tensor]],
                    targets: Sequence[Mapping[str, Tensor]] | None, class_names: Sequence[str],
                    score_threshold: float = 0.3, max_images: int = 4, upscale_to: int | None = 256) -> Tensor:
     """The first `max_images` images, drawn by `draw_detections`, side by side: (3, H', W') uint8.
 
-    Images whose longer side is below `upscale_to` are enlarged (nearest, boxes scaled alike) before drawing,
-    so that labels on small images stay readable; images of different sizes are padded to the largest.
+    Each is drawn by `draw_upscaled` (small images enlarged to `upscale_to`); sizes are padded to the largest.
     """
     if not len(images):
         raise ValueError("detection_grid needs at least one image")
-    drawn = []
-    for i, image in enumerate(images[:max_images]):
-        pred, target = preds[i], targets[i] if targets is not None else None
-        h, w = image.shape[-2:]
-        if upscale_to and max(h, w) < upscale_to:
-            size = (round(h * upscale_to / max(h, w)), round(w * upscale_to / max(h, w)))
-            factor = torch.tensor([size[1] / w, size[0] / h] * 2)
-            image = F.interpolate(image[None].detach().cpu(), size=size, mode="nearest")[0]
-            pred, target = _scaled(pred, factor), None if target is None else _scaled(target, factor)
-        drawn.append(draw_detections(image, pred, target, class_names, score_threshold))
+    drawn = [draw_upscaled(image, preds[i], targets[i] if targets is not None else None, class_names,
+                           score_threshold, upscale_to) for i, image in enumerate(images[:max_images])]
     height, width = max(d.shape[-2] for d in drawn), max(d.shape[-1] for d in drawn)
     drawn = [F.pad(d, (0, width - d.shape[-1], 0, height - d.shape[-2])) for d in drawn]
     return make_grid(drawn, nrow=len(drawn), padding=2)

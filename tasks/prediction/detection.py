@@ -14,7 +14,7 @@ from torch import Tensor
 
 from data.transforms import detection_transforms
 
-from ..detection.visualize import draw_detections
+from ..detection.visualize import draw_upscaled
 from ..drawing import save_png
 from .base import Predictor, prepare_image
 from .inputs import output_names
@@ -48,7 +48,8 @@ class DetectionPredictor(Predictor):
             self.results.append({"image_id": image_id, "category_id": int(self.category_ids[label - 1]),
                                  "bbox": [round(v, 2) for v in box], "score": round(score, 5)})
         if self.options.overlay:
-            drawn = draw_detections(item["image"], pred, None, self.loaded.class_names, self.options.score_threshold)
+            # images under 256 px are drawn enlarged, so that the class names stay readable
+            drawn = draw_upscaled(item["image"], pred, None, self.loaded.class_names, self.options.score_threshold)
             save_png(drawn, self.out_dir / "drawn" / self.drawn_names[item["index"]])
 
     def finish(self, console: Console) -> list[Path]:
