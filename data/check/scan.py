@@ -114,16 +114,23 @@ def _fallback(root: Path, split: str) -> tuple[Path, str | None]:
     return folder, (None if folder == root / split else folder.name)
 
 
+def _folder_splits(root: Path) -> tuple[list[SplitReport], list[tuple[str, Path, SplitReport]]]:
+    """A report row for every split, and (name, folder, row) of the splits to scan (a test that falls back to
+    val is shown, not scanned twice)."""
+    reports, todo = [], []
+    for name in SPLITS:
+        split_dir, same_as = _fallback(root, name)
+        reports.append(SplitReport(name, _shown(split_dir, root), same_as=same_as))
+        if not same_as:
+            todo.append((name, split_dir, reports[-1]))
+    return reports, todo
+
+
 def check_imagefolder(dm: ImageFolderDataModule, scanner: Scanner) -> Report:
     problems = scanner.problems
     train = scan_split(_fallback(dm.root, "train")[0], None, problems)
-    splits = []
-    for name in SPLITS:
-        split_dir, same_as = _fallback(dm.root, name)
-        split = SplitReport(name, _shown(split_dir, dm.root), same_as=same_as)
-        splits.append(split)
-        if same_as:
-            continue
+    splits, todo = _folder_splits(dm.root)
+    for name, split_dir, split in todo:
         index = train if name == "train" else scan_split(split_dir, train.classes, problems)
 
         def check(sample: tuple[Path, int], classes: list[str] = index.classes) -> Item:
@@ -140,13 +147,8 @@ def check_masks(dm: MaskDataModule, scanner: Scanner) -> Report:
     ignore = dm.ignore_index
     checked = (classes or dm.classes is not None) and check_classes(classes, ignore, source, problems)
     num_classes = len(classes) if checked else None  # a bad class list is reported once, above
-    splits = []
-    for name in SPLITS:
-        split_dir, same_as = _fallback(dm.root, name)
-        split = SplitReport(name, _shown(split_dir, dm.root), same_as=same_as)
-        splits.append(split)
-        if same_as:
-            continue
+    splits, todo = _folder_splits(dm.root)
+    for _, split_dir, split in todo:
 
         def check(pair: tuple[Path, Path]) -> Item:
             image_path, mask_path = pair
