@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,16 +79,26 @@ def _field(entry: Any, key: str, kind: type, path: Path, where: str, problems: P
         return None
 
 
+SINGULAR = {"categories": "category", "images": "image", "annotations": "annotation"}
+
+
+def _new_id(entry: Any, i: int, section: str, seen: Container[int], path: Path, problems: Problems) -> int | None:
+    """The integer "id" of `data[section][i]`, or None (reported) when it is malformed or already in `seen`:
+    ids must be unique within a section (COCO evaluation matches by id)."""
+    eid = _field(entry, "id", int, path, f"{section}[{i}]", problems)
+    if eid is not None and eid in seen:
+        problems.error("duplicate id", f"{path}: {SINGULAR[section]} id {eid} "
+                                       f"appears twice in \"{section}\"; give each entry its own id")
+        return None
+    return eid
+
+
 def read_categories(data: dict[str, list], path: Path, problems: Problems = RAISE) -> dict[int, str]:
     """Category id -> name, sorted by id (bad entries left out when collecting)."""
     cats: dict[int, str] = {}
     for i, cat in enumerate(data["categories"]):
-        cid = _field(cat, "id", int, path, f"categories[{i}]", problems)
+        cid = _new_id(cat, i, "categories", cats, path, problems)
         if cid is None:
-            continue
-        if cid in cats:
-            problems.error("duplicate id", f"{path}: category id {cid} appears twice in \"categories\"; give "
-                                           "each its own id")
             continue
         name = _field(cat, "name", str, path, f"category {cid}", problems)
         if name is not None:
@@ -163,12 +174,8 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
 
     images: dict[int, dict[str, Any]] = {}
     for i, entry in enumerate(data["images"]):
-        iid = _field(entry, "id", int, path, f"images[{i}]", problems)
+        iid = _new_id(entry, i, "images", images, path, problems)
         if iid is None:
-            continue
-        if iid in images:
-            problems.error("duplicate id", f"{path}: image id {iid} appears twice in \"images\"; image ids must "
-                                           "be unique")
             continue
         where = f"image id {iid}"
         fields = [_field(entry, key, kind, path, where, problems)
@@ -179,12 +186,8 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
     dropped: list[str] = []
     seen: set[int] = set()
     for i, ann in enumerate(data["annotations"]):
-        aid = _field(ann, "id", int, path, f"annotations[{i}]", problems)
+        aid = _new_id(ann, i, "annotations", seen, path, problems)
         if aid is None:
-            continue
-        if aid in seen:  # COCO evaluation matches by annotation id
-            problems.error("duplicate id", f"{path}: annotation id {aid} appears twice in \"annotations\"; ids "
-                                           "must be unique")
             continue
         seen.add(aid)
         iid = _field(ann, "image_id", int, path, f"annotation {aid}", problems)

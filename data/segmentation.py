@@ -202,38 +202,27 @@ class CocoSegmentationDataModule(SegmentationLoading, CocoDetectionDataModule):
     explicit `*_images` / `*_annotations`); every annotation needs a `segmentation` (polygons or RLE).
     Batches are `(images (B, 3, H, W) float, masks (B, H, W) int64)`, see `collate`.
 
-    Args: as `MaskDataModule`, plus the COCO paths, `drop_bad_boxes` (drop annotations whose box is outside the
-    image or empty, counted in a warning) and `synthetic` (arguments of `synthetic_detection`, whose
-    annotations carry polygons).
+    Args: the transform and padding options of `MaskDataModule`; everything else (`train_images` /
+    `train_annotations` / ... paths, `num_workers`, `pin_memory`, `drop_bad_boxes`, `synthetic`: arguments of
+    `synthetic_detection`, whose annotations carry polygons) goes to `CocoDetectionDataModule`.
     """
 
     def __init__(
         self,
         root: str | None = None,
         *,
-        train_images: str | None = None,
-        train_annotations: str | None = None,
-        val_images: str | None = None,
-        val_annotations: str | None = None,
-        test_images: str | None = None,
-        test_annotations: str | None = None,
         image_size: int = 512,
         eval_size: int | None = None,
         batch_size: int = 8,
-        num_workers: int | None = None,
-        pin_memory: bool | None = None,
         augment: Mapping[str, Any] | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        drop_bad_boxes: bool = False,
-        synthetic: Mapping[str, Any] | None = None,
         ignore_index: int = 255,
         size_divisibility: int = 32,
+        **coco: Any,
     ) -> None:
-        super().__init__(root, train_images=train_images, train_annotations=train_annotations,
-                         val_images=val_images, val_annotations=val_annotations, test_images=test_images,
-                         test_annotations=test_annotations, batch_size=batch_size, num_workers=num_workers,
-                         drop_bad_boxes=drop_bad_boxes, synthetic=synthetic, pin_memory=pin_memory)
+        # the paths, loader options, drop_bad_boxes and synthetic: CocoDetectionDataModule's own arguments
+        super().__init__(root, batch_size=batch_size, **coco)
         self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment, mean=mean, std=std,
                                    ignore_index=ignore_index, size_divisibility=size_divisibility)
 

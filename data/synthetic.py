@@ -21,12 +21,13 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the generator's output changes, so caches are rebuilt
 
 
-def _cached(kind: str, params: dict[str, Any], write: Callable[[Path], None]) -> Path:
-    """The cache folder for `kind` + `params`, written once by `write(folder)` if it does not exist yet."""
-    root = keyed_dir(kind, params)
+def _cached(kind: str, version: int, write: Callable[..., None], **args: Any) -> Path:
+    """The cache folder of `kind` keyed by `args` and the generator's `version`, written once by
+    `write(folder, **args)` if it does not exist yet."""
+    root = keyed_dir(kind, {**args, "version": version})
     if not root.exists():
         log.info("writing synthetic %s data to %s", kind, root)
-        _write_atomically(root, write)
+        _write_atomically(root, lambda tmp: write(tmp, **args))
     return root
 
 
@@ -73,10 +74,9 @@ def synthetic_classification(num_classes: int = 6, train_per_class: int = 200, v
     if not 2 <= num_classes <= len(SHAPES):
         raise ValueError(f"data.synthetic.num_classes must be in 2..{len(SHAPES)} for classification, one class "
                          f"per shape (got {num_classes})")
-    params: dict[str, Any] = dict(num_classes=num_classes, image_size=image_size, seed=seed, version=FORMAT_VERSION,
-                                  per_class={"train": train_per_class, "val": val_per_class, "test": test_per_class})
-    return _cached("classification", params, lambda tmp: write_classification(
-        tmp, num_classes=num_classes, per_class=params["per_class"], image_size=image_size, seed=seed))
+    return _cached("classification", FORMAT_VERSION, write_classification, num_classes=num_classes,
+                   per_class={"train": train_per_class, "val": val_per_class, "test": test_per_class},
+                   image_size=image_size, seed=seed)
 
 
 DETECTION_VERSION = 2  # bump when the detection output changes (1 repeated annotation ids)
@@ -151,12 +151,9 @@ def synthetic_detection(num_classes: int = 3, train_images: int = 240, val_image
     if not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"data.synthetic.num_classes must be in 1..{len(SHAPES)} for detection, one class per "
                          f"shape (got {num_classes})")
-    params: dict[str, Any] = dict(num_classes=num_classes, image_size=image_size, max_objects=max_objects, seed=seed,
-                                  version=DETECTION_VERSION,
-                                  counts={"train": train_images, "val": val_images, "test": test_images})
-    return _cached("detection", params, lambda tmp: write_detection(
-        tmp, num_classes=num_classes, counts=params["counts"], image_size=image_size,
-        max_objects=max_objects, seed=seed))
+    return _cached("detection", DETECTION_VERSION, write_detection, num_classes=num_classes,
+                   image_size=image_size, max_objects=max_objects, seed=seed,
+                   counts={"train": train_images, "val": val_images, "test": test_images})
 
 
 SEGMENTATION_VERSION = 1  # bump when the segmentation output changes
@@ -201,9 +198,6 @@ def synthetic_segmentation(num_classes: int = 3, train_images: int = 400, val_im
                          f"shape besides background (got {num_classes})")
     if max_objects < 1:
         raise ValueError(f"data.synthetic.max_objects must be at least 1 (got {max_objects})")
-    params: dict[str, Any] = dict(num_classes=num_classes, image_size=image_size, max_objects=max_objects, seed=seed,
-                                  version=SEGMENTATION_VERSION,
-                                  counts={"train": train_images, "val": val_images, "test": test_images})
-    return _cached("segmentation", params, lambda tmp: write_segmentation(
-        tmp, num_classes=num_classes, counts=params["counts"], image_size=image_size,
-        max_objects=max_objects, seed=seed))
+    return _cached("segmentation", SEGMENTATION_VERSION, write_segmentation, num_classes=num_classes,
+                   image_size=image_size, max_objects=max_objects, seed=seed,
+                   counts={"train": train_images, "val": val_images, "test": test_images})

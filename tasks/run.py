@@ -19,7 +19,7 @@ from rich.table import Table
 
 from .base import TaskModule
 from .build import build_task
-from .prediction.checkpoint import without_weight_sources
+from .prediction.checkpoint import read_checkpoint, without_weight_sources
 from .prediction.evaluation import check_evaluation_checkpoint, check_same_classes
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt = check_evaluation_checkpoint(cfg)
     # the checkpoint's weights replace any pretrained backbone / init_from ones: don't fetch those
     run_dir, datamodule, module, logger, trainer = _setup(without_weight_sources(cfg))
-    check_same_classes(ckpt, module.class_names)
-    metrics = _first(trainer.validate(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False))
-    metrics |= _first(trainer.test(module, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False))
+    state = read_checkpoint(ckpt)  # read once, for the class check and the weights of both passes
+    check_same_classes(state, ckpt, module.class_names)
+    module.load_state_dict(state["state_dict"])
+    metrics = _first(trainer.validate(module, datamodule=datamodule, verbose=False))
+    metrics |= _first(trainer.test(module, datamodule=datamodule, verbose=False))
     _report(metrics, str(ckpt), run_dir, module.report_tables(), title="Evaluation results",
             checkpoint_label="evaluated checkpoint")
     _finish_logger(logger)

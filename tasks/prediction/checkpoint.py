@@ -16,8 +16,6 @@ from ..build import build_task
 
 log = logging.getLogger(__name__)
 
-# config keys that would fetch or copy weights while building; the checkpoint's own weights replace them anyway
-_WEIGHT_SOURCES = ("weights", "pretrained", "checkpoint")
 
 
 @dataclass
@@ -61,11 +59,8 @@ def without_weight_sources(cfg: DictConfig) -> DictConfig:
     """Building must not download or read pretrained weights that the checkpoint's state dict overwrites."""
     cfg = cfg.copy()
     with open_dict(cfg):
-        for key in _WEIGHT_SOURCES:
-            if cfg.backbone.get(key) is not None:
-                cfg.backbone[key] = None
-        if cfg.get("init_from") is not None:
-            cfg.init_from = None
+        cfg.backbone.weights = None  # the checkpoint's own weights replace both
+        cfg.init_from = None
     return cfg
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
-
-from .checkpoint import read_checkpoint
 
 
 def check_evaluation_checkpoint(cfg: DictConfig) -> Path:
@@ -22,9 +21,10 @@ def check_evaluation_checkpoint(cfg: DictConfig) -> Path:
     return ckpt
 
 
-def check_same_classes(ckpt: Path, class_names: Sequence[str]) -> None:
-    """The configured data must have the classes the checkpoint was trained on, in the same order."""
-    stored = (read_checkpoint(ckpt).get("hyper_parameters") or {}).get("class_names")
+def check_same_classes(state: Mapping[str, Any], ckpt: Path, class_names: Sequence[str]) -> None:
+    """The configured data must have the classes the checkpoint (`state`, read from `ckpt`) was trained on, in
+    the same order."""
+    stored = (state.get("hyper_parameters") or {}).get("class_names")
     if stored is not None and list(stored) != list(class_names):
         raise ValueError(f"{ckpt} was trained on classes {list(stored)} but the configured data has "
                          f"{list(class_names)}; pass the data options of the run that wrote it")

@@ -41,7 +41,8 @@ def list_images(input_path: str | Path) -> ImageFiles:
         shown = ", ".join(others[:10]) + (", ..." if len(others) > 10 else "")
         log.warning("skipped %d file(s) under %s that are not images (by extension): %s", len(others), path, shown)
     if not images:
-        raise FileNotFoundError(f"no image files under {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        raise FileNotFoundError(f"no image files under {path} (looked for {', '.join(IMAGE_EXTENSIONS)}); pass "
+                                "input= an image file or a directory that holds images")
     return ImageFiles([p.resolve() for p in images], [p.relative_to(path).as_posix() for p in images],
                       path.resolve())
 
