@@ -7,7 +7,10 @@ same torchvision models, same in-memory data and batch size, in one process.
 
 classification: Cerberus' training against a hand-written loop over the same torchvision ResNet.
 detection: Cerberus' training and inference against torchvision's own `fasterrcnn_resnet50_fpn` construction
-(`_resnet_fpn_extractor`, FrozenBatchNorm, same trainable stages) with the task's detector settings.
+(`_resnet_fpn_extractor`, FrozenBatchNorm, same trainable stages) with the task's detector settings. Both start
+from the same weights: a backbone with BatchNorm statistics measured on the benchmark images (standing in for
+pretrained weights, loaded through `backbone.weights`) and Cerberus' initial heads copied into torchvision's
+model; both train with SGD lr 0.002 on the same schedule, and a run whose loss is not finite is refused.
 segmentation: Cerberus' U-Net training against segmentation-models-pytorch's `Unet` on the same encoder.
 
 Two measurements:
@@ -45,7 +48,9 @@ OVERRIDES = ["optim=sgd", "optim.lr=0.01", "logger=csv", "data.num_workers=0"]
 class StepTimer(L.Callback):
     """Times every Cerberus train / predict step; with `paired`, also runs and times one plain step on the same
     batch, after the Cerberus step on even steps and before it on odd ones: whichever runs second finds warm
-    caches and just-freed buffers of the right sizes, so the order alternates."""
+    caches and just-freed buffers of the right sizes, so the order alternates. Both steps of a pair start from
+    the same torch seed, so they draw the same random values (the detector's training scale, its RPN and RoI
+    samples) and do the same work."""
 
     def __init__(self, paired: Callable | None = None) -> None:
         self.paired = paired
@@ -54,7 +59,8 @@ class StepTimer(L.Callback):
         self.cerberus_s: list[float] = []
         self.plain_s: list[float] = []
 
-    def _plain(self, batch) -> float:
+    def _plain(self, batch, batch_idx: int) -> float:
+        torch.manual_seed(batch_idx)
         start = time.perf_counter()
         self.paired(batch)
         self.plain_s.append(time.perf_counter() - start)
@@ -62,7 +68,8 @@ class StepTimer(L.Callback):
 
     def _before_step(self, batch, batch_idx: int) -> None:
         if self.paired is not None and batch_idx % 2 == 1:
-            self.plain_first = self._plain(batch)
+            self.plain_first = self._plain(batch, batch_idx)
+        torch.manual_seed(batch_idx)
 
     def _after_step(self, batch, batch_idx: int) -> None:
         now = time.perf_counter()
@@ -70,7 +77,7 @@ class StepTimer(L.Callback):
             self.cerberus_s.append(now - self.last - self.plain_first)
         self.plain_first = 0.0
         if self.paired is not None and batch_idx % 2 == 0:
-            self._plain(batch)
+            self._plain(batch, batch_idx)
         self.last = time.perf_counter()
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
@@ -95,6 +102,12 @@ def make_trainer(cfg, timer: StepTimer) -> L.Trainer:
     callbacks = [instantiate(c) for name, c in cfg.callbacks.items() if name != "model_checkpoint"]
     return instantiate(cfg.trainer, max_epochs=1, limit_val_batches=0, enable_checkpointing=False,
                        num_sanity_val_steps=0, callbacks=[*callbacks, timer], logger=instantiate(cfg.logger))
+
+
+def check_finite(what: str, loss) -> None:
+    if loss is None or not bool(torch.isfinite(torch.as_tensor(loss))):
+        raise SystemExit(f"{what} training diverged (last loss {loss}); its step times would be of NaN work, not "
+                         "training. Lower the learning rate, e.g. --override optim.lr=0.002")
 
 
 # --- classification ---------------------------------------------------------------------------------------
@@ -128,7 +141,9 @@ def classification(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
     def cerberus(paired: bool) -> StepTimer:
         module = build_task(cfg, [str(i) for i in range(args.classes)])
         timer = StepTimer(PlainClassifierStep(args.backbone, args.classes, instantiate(cfg.optim)) if paired else None)
-        make_trainer(cfg, timer).fit(module, train_dataloaders=loader)
+        trainer = make_trainer(cfg, timer)
+        trainer.fit(module, train_dataloaders=loader)
+        check_finite("Cerberus", trainer.callback_metrics.get("train/loss"))
         return timer
 
     def plain() -> float:
@@ -177,11 +192,14 @@ def torchvision_detector(cfg, num_classes: int) -> nn.Module:
 
 
 class PlainDetectorStep:
-    """torchvision's detector in a hand-written loop: `train` steps with the same optimizer, or eval inference."""
+    """torchvision's detector in a hand-written loop: `train` steps with the same optimizer and LR schedule, or
+    eval inference. `last_loss` is the latest training loss."""
 
-    def __init__(self, model: nn.Module, optimizer=None) -> None:
+    def __init__(self, model: nn.Module, optimizer=None, scheduler=None, total_steps: int = 0) -> None:
         self.model = model
         self.opt = optimizer([p for p in model.parameters() if p.requires_grad]) if optimizer else None
+        self.scheduler = scheduler(self.opt, total_steps=total_steps) if scheduler and self.opt else None
+        self.last_loss = torch.tensor(0.0)
 
     def __call__(self, batch) -> None:
         images, targets = batch
@@ -195,6 +213,32 @@ class PlainDetectorStep:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.last_loss = loss.detach()
+
+
+def calibrated_backbone(arch: str, samples: list, path: str) -> str:
+    """Save a stand-in for pretrained weights to `path`: torchvision's `arch` at random init, with the BatchNorm
+    statistics measured on the benchmark's images (ImageNet-normalised, as the detector feeds them).
+
+    Detection trains on FrozenBatchNorm. With its default statistics (mean 0, variance 1) it normalises nothing,
+    activations grow through a random ResNet-50, and SGD at any usable lr reaches NaN within a few steps; a
+    diverged detector does different (and less) work than a training one, so its steps are no benchmark."""
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, arch)(weights=None)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    images = torch.stack([image for image, _ in samples[:32]])
+    net.train()
+    with torch.no_grad():
+        for chunk in images.split(8):
+            net((chunk - mean) / std)
+    torch.save(net.state_dict(), path)
+    return path
 
 
 # `cerberus`: the task's CPU-sized detector settings. `torchvision`: experiment=detection_torchvision (2000 / 1000
@@ -222,9 +266,14 @@ def detection_batches(args) -> list:
 
 
 def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
-    loader = DataLoader(detection_batches(args), batch_size=args.batch_size, collate_fn=lambda b: tuple(zip(*b)))
+    samples = detection_batches(args)
+    loader = DataLoader(samples, batch_size=args.batch_size, collate_fn=lambda b: tuple(zip(*b)))
     recipe = RECIPES[args.recipe](args.image_size)
-    cfg = compose_config(["task=detection", f"backbone={args.backbone}", *recipe, *OVERRIDES, *args.override],
+    weights = calibrated_backbone(args.backbone, samples, f"{run_dir}/{args.backbone}_calibrated.pth")
+    # SGD at 0.002: torchvision's reference lr scaled to batch 4 (0.005) still diverges here, where random heads
+    # meet noise images with no warmup. Both loops get the same lr schedule.
+    cfg = compose_config(["task=detection", f"backbone={args.backbone}", *recipe, *OVERRIDES, "optim.lr=0.002",
+                          f"backbone.weights={weights}", *args.override],
                          output_dir=run_dir)
     ips = lambda seconds: images_per_second(seconds, args.warmup, args.batch_size)  # noqa: E731
     results = {m: {"plain": [], "cerberus": []} for m in ("paired training", "paired inference")}
@@ -232,9 +281,14 @@ def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
         torch.manual_seed(r)
         module = build_task(cfg, [str(i) for i in range(args.classes)])
         plain = torchvision_detector(cfg, args.classes)
-        timer = StepTimer(PlainDetectorStep(plain, instantiate(cfg.optim)))
+        # the same starting weights (torchvision's key names under `detector.`), so both train alike step by step
+        plain.load_state_dict({k.removeprefix("detector."): v for k, v in module.model.state_dict().items()})
+        plain_step = PlainDetectorStep(plain, instantiate(cfg.optim), instantiate(cfg.scheduler), len(loader))
+        timer = StepTimer(plain_step)
         trainer = make_trainer(cfg, timer)
         trainer.fit(module, train_dataloaders=loader)
+        check_finite("Cerberus", trainer.callback_metrics.get("train/loss"))
+        check_finite("The plain loop's", plain_step.last_loss)
         results["paired training"]["cerberus"].append(ips(timer.cerberus_s))
         results["paired training"]["plain"].append(ips(timer.plain_s[1:]))
         timer = StepTimer(PlainDetectorStep(plain))
@@ -283,7 +337,9 @@ def segmentation(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
         module = build_task(cfg, [str(i) for i in range(args.classes)])
         timer = StepTimer(PlainUnetStep(args.backbone, args.classes, instantiate(cfg.optim),
                                         channels_last=args.plain_channels_last))
-        make_trainer(cfg, timer).fit(module, train_dataloaders=loader)
+        trainer = make_trainer(cfg, timer)
+        trainer.fit(module, train_dataloaders=loader)
+        check_finite("Cerberus", trainer.callback_metrics.get("train/loss"))
         results["paired training"]["cerberus"].append(ips(timer.cerberus_s))
         results["paired training"]["plain"].append(ips(timer.plain_s[1:]))
         report_repeat(r, results)

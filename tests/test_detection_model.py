@@ -61,8 +61,11 @@ def test_training_step_returns_losses_and_eval_returns_boxes():
     assert (out[0]["labels"] >= 1).all() and (out[0]["labels"] <= 3).all()
 
 
-def test_torchvision_fasterrcnn_state_dict_gives_same_detections(tmp_path):
-    """A users' COCO-trained torchvision checkpoint must load and behave identically (random weights here)."""
+@pytest.mark.parametrize("roi_align", ["torchvision", "sparse"])
+def test_torchvision_fasterrcnn_state_dict_gives_same_detections(tmp_path, roi_align):
+    """A users' COCO-trained torchvision checkpoint must load and behave identically (random weights here).
+    With torchvision's RoIAlign kernel the detections match to float32 tolerance; with the default sparse one
+    (another summation order) boxes match to 1e-3 px, scores to 1e-5, labels exactly."""
     torch.manual_seed(0)
     settings = dict(min_size=128, max_size=160, box_score_thresh=0.0)
     # exactly how torchvision's fasterrcnn_resnet50_fpn(weights=COCO_V1) builds itself: FrozenBatchNorm,
@@ -79,7 +82,7 @@ def test_torchvision_fasterrcnn_state_dict_gives_same_detections(tmp_path):
     torch.save(ref.state_dict(), path)
 
     body = build_body({"name": "resnet50", "norm": "frozen_bn"}, {"name": "fpn"})
-    ours = DetectionModel(body, num_classes=4, **settings)
+    ours = DetectionModel(body, num_classes=4, roi_align=roi_align, **settings)
     result = load_torchvision_detector(ours, torch.load(path, weights_only=True))
     assert not result.missing_keys and not result.unexpected_keys
 
@@ -87,10 +90,11 @@ def test_torchvision_fasterrcnn_state_dict_gives_same_detections(tmp_path):
     ref.eval(), ours.eval()
     with torch.no_grad():
         expected, got = ref(images), ours(images)
+    exact = roi_align == "torchvision"
     for e, g in zip(expected, got):
         assert len(e["boxes"]) > 0
-        torch.testing.assert_close(g["boxes"], e["boxes"])
-        torch.testing.assert_close(g["scores"], e["scores"])
+        torch.testing.assert_close(g["boxes"], e["boxes"], **({} if exact else {"rtol": 1e-5, "atol": 1e-3}))  # px
+        torch.testing.assert_close(g["scores"], e["scores"], **({} if exact else {"rtol": 1e-5, "atol": 1e-5}))
         assert torch.equal(g["labels"], e["labels"])
 
 

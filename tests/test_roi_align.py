@@ -38,6 +38,19 @@ def test_single_level_and_inference_path():
     one = {"p3": feats["p3"]}
     torch.testing.assert_close(SparseMultiScaleRoIAlign(["p3"], 5, 2)(one, boxes, shapes),
                                MultiScaleRoIAlign(["p3"], 5, 2)(one, boxes, shapes), rtol=1e-5, atol=1e-5)
-    with torch.no_grad():  # no gradient: torchvision's own kernel, bit for bit
-        assert torch.equal(SparseMultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(feats, boxes, shapes),
-                           MultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(feats, boxes, shapes))
+    for context in (torch.no_grad, torch.inference_mode):  # inference builds M alone, without its transpose
+        with context():
+            ours = SparseMultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(feats, boxes, shapes)
+            ref = MultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(feats, boxes, shapes)
+        assert not ours.requires_grad
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_channels_last_features():
+    """NHWC feature maps (task.module.channels_last) give the same pooled features."""
+    feats, boxes, shapes = _inputs(2)
+    nhwc = {k: v.detach().contiguous(memory_format=torch.channels_last) for k, v in feats.items()}
+    with torch.no_grad():
+        ref = MultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(feats, boxes, shapes)
+        torch.testing.assert_close(SparseMultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(nhwc, boxes, shapes), ref,
+                                   rtol=1e-5, atol=1e-5)

@@ -26,6 +26,8 @@ class DetectionModel(nn.Module):
         aspect_ratios: anchor height/width ratios, the same on every level.
         roi_levels: levels RoIAlign pools from; default every level with stride <= 32 (p2..p5), as torchvision.
         roi_output_size, roi_sampling_ratio: RoIAlign's output side and sampling points per bin.
+        roi_align: `sparse` (the same RoIAlign as a sparse matrix on CPU, several times faster; see roi_align.py)
+            or `torchvision` (its kernel everywhere).
         representation_size: width of the two-layer box head.
         detector_kwargs: `min_size`, `max_size`, `rpn_*`, `box_*`, passed to torchvision's FasterRCNN with its
             defaults; a list `min_size` samples one per training batch (multi-scale training), the last one in eval.
