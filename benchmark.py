@@ -39,6 +39,7 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tasks.build import build_task
 from tasks.config import compose_config
 
@@ -230,8 +231,7 @@ def calibrated_backbone(arch: str, samples: list, path: str) -> str:
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None  # cumulative average over the calibration batches
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     images = torch.stack([image for image, _ in samples[:32]])
     net.train()
     with torch.no_grad():

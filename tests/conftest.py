@@ -23,6 +23,10 @@ TINY_SYNTHETIC = [
 ]
 
 
+# 2 gloo processes on CPU, as a user without GPUs runs DDP
+CPU_DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Generated data goes to a temporary cache, never to the user's ~/.cache."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_ok, run_train
+from conftest import CPU_DDP, assert_ok, run_train
 from test_train import printed_checkpoint
 from wandb_log import read_run
 
@@ -57,8 +57,7 @@ def test_bad_coco_json_names_the_file(tmp_path):
 @pytest.mark.slow
 def test_detection_ddp_two_cpu_processes(tmp_path):
     """2 gloo processes; 5 test images over 2 ranks makes the sampler repeat one, which the metric counts once."""
-    proc = run_train(*TINY, "logger=csv", "data.synthetic.test_images=5", "trainer=ddp", "trainer.accelerator=cpu",
-                     "trainer.devices=2", cwd=tmp_path)
+    proc = run_train(*TINY, *CPU_DDP, "logger=csv", "data.synthetic.test_images=5", cwd=tmp_path)
     assert_ok(proc)
     assert "test/AP" in proc.stdout
     (run_dir,) = (tmp_path / "outputs" / "detection" / "resnet18").iterdir()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import assert_ok, run_train
+from conftest import CPU_DDP, assert_ok, run_train
 from PIL import Image
 from test_train import printed_checkpoint
 from wandb_log import read_run
@@ -114,8 +114,7 @@ def test_train_segmentation_on_coco_polygons(tmp_path):
 
 @pytest.mark.slow
 def test_segmentation_ddp_two_cpu_processes(tmp_path):
-    proc = run_train(*TINY, "logger=csv", "data.synthetic.test_images=5", "trainer=ddp", "trainer.accelerator=cpu",
-                     "trainer.devices=2", cwd=tmp_path)
+    proc = run_train(*TINY, *CPU_DDP, "logger=csv", "data.synthetic.test_images=5", cwd=tmp_path)
     assert_ok(proc)
     assert "test/mIoU" in proc.stdout
     assert len(list(tmp_path.rglob("metrics.csv"))) == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_SYNTHETIC, assert_ok, make_imagefolder, run_train
+from conftest import CPU_DDP, TINY_SYNTHETIC, assert_ok, make_imagefolder, run_train
 from wandb_log import read_run
 
 QUICK = ["experiment=smoke", *TINY_SYNTHETIC]
@@ -86,8 +86,7 @@ def test_multirun_sweep_over_backbones(tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tmp_path):
-    proc = run_train(*QUICK, "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                     "trainer.limit_train_batches=3", cwd=tmp_path)
+    proc = run_train(*QUICK, *CPU_DDP, "trainer.limit_train_batches=3", cwd=tmp_path)
     assert_ok(proc)
     assert "distributed_backend=gloo" in proc.stdout + proc.stderr
     assert "All distributed processes registered" in proc.stdout + proc.stderr

@@ -11,6 +11,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 
 from backbones import Backbone
+from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 from .roi_align import SparseMultiScaleRoIAlign
 
@@ -49,8 +50,8 @@ class DetectionModel(nn.Module):
         roi_sampling_ratio: int = 2,
         roi_align: str = "sparse",
         representation_size: int = 1024,
-        image_mean: Sequence[float] = (0.485, 0.456, 0.406),
-        image_std: Sequence[float] = (0.229, 0.224, 0.225),
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
         **detector_kwargs,
     ) -> None:
         super().__init__()
