@@ -11,8 +11,13 @@ from .registry import BACKBONES, NECKS
 from .staged import LEVELS
 from .weights import load_backbone_weights, wants_weights
 
-# keys of the `backbone` config that are read by the task, not by the builder
-TASK_KEYS = ("lr_mult",)
+# keys of the `backbone` config that are read by the task, not by the builder, with their defaults
+TASK_KEYS = {
+    "lr_mult": 1.0,  # the backbone's lr is lr * lr_mult
+    # frozen BatchNorm without pretrained statistics: measure them first (tasks/bn_calibration.py)
+    "calibrate_bn": "auto",
+    "calibrate_bn_batches": 8,  # training batches those statistics are measured on
+}
 
 
 def build_backbone(
@@ -24,6 +29,7 @@ def build_backbone(
     freeze_at: int = 0,
     weights: str | None = None,
     weights_strict: bool = False,
+    weights_partial: bool = False,
     weights_verbose: bool = False,
     kwargs: Mapping[str, Any] | None = None,
     **builder_args: Any,
@@ -40,6 +46,8 @@ def build_backbone(
             backbones, a timm pretrained tag (`timm` for timm's default, `a1_in1k`, ...) for timm backbones, a URL,
             or a local `.pth` / `.pt` / `.safetensors` / Cerberus `.ckpt` file. None: random init.
         weights_strict: raise if a backbone key is missing from the weights or has another shape.
+        weights_partial: load weights even if they leave more than 10% of the backbone's tensor elements random
+            (another architecture's weights); without it that is refused, naming the backbone they fit.
         weights_verbose: log every missing / unexpected / mismatched key name, not only the counts.
         kwargs: passed to the underlying torchvision / timm constructor (e.g. `drop_path_rate`).
         builder_args: builder-specific arguments (`model_name` for `timm`).
@@ -48,7 +56,8 @@ def build_backbone(
     if wants_weights(weights):
         # before the norm conversion, so FrozenBatchNorm takes the pretrained statistics
         load_backbone_weights(model, str(weights), source=BACKBONES.get(name).source,
-                              arch=builder_args.get("model_name", name), strict=weights_strict, verbose=weights_verbose)
+                              arch=builder_args.get("model_name", name), strict=weights_strict, partial=weights_partial,
+                              verbose=weights_verbose)
     model = convert_norm(model, norm)
     model.freeze(freeze_at)
     return model

@@ -35,7 +35,7 @@ def backbone_node(name: str) -> dict[str, Any]:
     node["kwargs"] = {}
     # builder-specific required arguments, e.g. `model_name` for the generic `timm` entry
     node.update(_keyword_defaults(BACKBONES.get(name).builder, skip=("in_chans", "out_levels", "model_kwargs")))
-    node.update({key: 1.0 for key in TASK_KEYS})
+    node.update(TASK_KEYS)
     return node
 
 

@@ -1,17 +1,17 @@
 """Pretrained weights for backbones: a torchvision weights name, a timm pretrained tag, a URL or a local file.
 
-Every file is read with `torch.load(weights_only=True)` (or safetensors), so loading never runs pickled code.
-Downloads go to the standard caches (torch hub's `<hub dir>/checkpoints`, Hugging Face's hub cache); offline,
-the error says which file is missing and where to put it. The state dict is then mapped onto the model key by
-key and the result counted: loaded, missing, unexpected (e.g. the dropped classifier `fc.*`) and
-shape-mismatched (skipped).
+Every file is read by `checkpoint_file.read_checkpoint` (`torch.load(weights_only=True)` or safetensors), so
+loading never runs pickled code. Downloads go to the standard caches (torch hub's `<hub dir>/checkpoints`, Hugging
+Face's hub cache); offline, the error says which file is missing and where to put it. The state dict is then mapped
+onto the model key by key and the result counted: loaded, missing, unexpected (e.g. the dropped classifier `fc.*`)
+and shape-mismatched (skipped). Weights that would leave more than `PARTIAL_LIMIT` of the backbone's tensor
+elements at their random initialisation (another architecture's weights) are refused unless the user opts in.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import pickle
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +22,9 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from .checkpoint_file import read_checkpoint
+from .registry import BACKBONES
+
 log = logging.getLogger(__name__)
 
 FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
@@ -29,10 +32,17 @@ FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net")
 TIMM_DEFAULT = ("timm", "default", "pretrained")
 NO_WEIGHTS = ("", "none", "null", "random")
+# weights leaving more than this fraction of the backbone's tensor elements (parameters and BatchNorm statistics)
+# unloaded, missing from the file or of another shape, are refused unless the user opts in
+PARTIAL_LIMIT = 0.10
 
 
-class WeightsError(RuntimeError):
+class WeightsError(ValueError):
     """Weights could not be found, read or matched; the message names the file and the fix."""
+
+
+class PartialWeightsError(WeightsError):
+    """The weights fit too little of the backbone (another architecture's?); the message names the opt-in."""
 
 
 @dataclass
@@ -46,6 +56,12 @@ class LoadReport:
     mismatched: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
     adapted: list[str] = field(default_factory=list)  # first conv averaged / repeated for in_chans != 3
     prefix: str = ""  # stripped from the file's keys
+    elements: int = 0  # tensor elements of the model's state dict (num_batches_tracked aside)
+    unloaded_elements: int = 0  # of those, missing or shape-mismatched: left at their fresh initialisation
+
+    @property
+    def unloaded_fraction(self) -> float:
+        return self.unloaded_elements / self.elements if self.elements else 0.0
 
     def summary(self) -> str:
         text = (f"weights {self.source}: {len(self.loaded)} loaded, {len(self.missing)} missing, "
@@ -60,6 +76,8 @@ class LoadReport:
             text += f"; missing under {_groups(self.missing)}"
         if self.mismatched:
             text += f"; mismatched: {_first(list(self.mismatched))}"
+        if self.unloaded_elements:
+            text += f"; {self.unloaded_fraction:.1%} of the model's tensor elements not loaded"
         return text
 
     def details(self) -> str:
@@ -112,31 +130,10 @@ def unwrap_state_dict(obj: Any, source: str) -> dict[str, Tensor]:
     )
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """A local `.pth` / `.pt` / `.bin` / `.ckpt` (torch.load, weights_only) or `.safetensors` file -> state dict."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist (backbone.weights / init_from take a path, a URL "
-                           "or a weights name)")
-    if path.suffix == ".safetensors":
-        import safetensors.torch
-
-        try:
-            return safetensors.torch.load_file(str(path), device="cpu")
-        except Exception as err:  # safetensors raises its own SafetensorError for bad headers
-            raise WeightsError(f"{path} is not a readable .safetensors file: {err}") from err
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise WeightsError(
-            f"{path} is not a plain state dict: it holds pickled Python objects, which torch.load(weights_only=True) "
-            f"refuses to run ({reason}). Save only tensors, e.g. torch.save(model.state_dict(), path), or convert "
-            "the file to .safetensors, from an environment where you trust it."
-        ) from err
-    except Exception as err:
-        raise WeightsError(f"could not read {path} as a torch file: {err}") from err
-    return unwrap_state_dict(obj, str(path))
+def read_state_dict(path: str | Path, what: str = "backbone.weights=") -> dict[str, Tensor]:
+    """A local `.pth` / `.pt` / `.bin` / `.ckpt` or `.safetensors` file, read by `read_checkpoint` (weights_only)
+    -> its state dict. `what` names the option in messages."""
+    return unwrap_state_dict(read_checkpoint(path, what), str(path))
 
 
 # ---------------------------------------------------------------- downloads
@@ -148,21 +145,20 @@ def hub_cache_path(url: str) -> Path:
 
 
 def download_state_dict(url: str) -> dict[str, Tensor]:
-    """`url` through torch hub's cache (downloaded once); offline and uncached -> WeightsError naming the path."""
+    """`url` through torch hub's cache (downloaded once), read by `read_checkpoint`; offline and uncached ->
+    WeightsError naming the path."""
     cached = hub_cache_path(url)
-    try:
-        obj = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=False,
-                                                 weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise WeightsError(f"{cached} (from {url}) is not a plain state dict; torch.load(weights_only=True) "
-                           f"refuses it: {str(err).splitlines()[0]}") from err
-    except (OSError, TimeoutError) as err:  # URLError, HTTPError, socket timeouts, refused connections
-        raise WeightsError(
-            f"could not download {url} ({err}) and it is not cached. Without network, fetch the file elsewhere "
-            f"and put it at {cached} (torch hub's cache: $TORCH_HOME/hub/checkpoints), or pass the local file as "
-            "backbone.weights=/path/to/file.pth"
-        ) from err
-    return unwrap_state_dict(obj, url)
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:  # writes a temporary file and renames it: an interrupted download leaves no truncated cache entry
+            torch.hub.download_url_to_file(url, str(cached), progress=True)
+        except (OSError, TimeoutError) as err:  # URLError, HTTPError, socket timeouts, refused connections
+            raise WeightsError(
+                f"could not download {url} ({err}) and it is not cached. Without network, fetch the file elsewhere "
+                f"and put it at {cached} (torch hub's cache: $TORCH_HOME/hub/checkpoints), or pass the local file "
+                "as backbone.weights=/path/to/file.pth"
+            ) from err
+    return unwrap_state_dict(read_checkpoint(cached, f"backbone.weights={url}, cached as"), url)
 
 
 def torchvision_weights_url(arch: str, weights: str) -> str:
@@ -197,7 +193,7 @@ def timm_state_dict(arch: str, tag: str) -> tuple[dict[str, Tensor], str]:
         return download_state_dict(cfg.url), name
     try:
         args = (cfg.hf_hub_id, cfg.hf_hub_filename) if cfg.hf_hub_filename else (cfg.hf_hub_id,)
-        return unwrap_state_dict(timm.models.load_state_dict_from_hf(*args), name), name
+        return unwrap_state_dict(timm.models.load_state_dict_from_hf(*args, weights_only=True), name), name
     except Exception as err:  # huggingface_hub raises several error types for offline / missing files
         from huggingface_hub.constants import HF_HUB_CACHE
 
@@ -295,29 +291,96 @@ def match_state_dict(targets: Mapping[str, Tensor], state_dict: Mapping[str, Ten
             report.loaded.append(target)
     report.missing = [k for k in targets if k not in out and k not in report.mismatched
                       and not k.endswith("num_batches_tracked")]
+    counted = {k: v.numel() for k, v in targets.items() if not k.endswith("num_batches_tracked")}
+    report.elements = sum(counted.values())
+    report.unloaded_elements = sum(counted[k] for k in (*report.missing, *report.mismatched))
     return out, report
 
 
+# ---------------------------------------------------------------- partial loads
+
+
+def guess_backbone(state_dict: Mapping[str, Tensor], min_fill: float = 1 - PARTIAL_LIMIT) -> tuple[str, float] | None:
+    """The registered backbone `state_dict` was most likely made for -> (name, fraction of its tensor elements the
+    file fills): of the backbones it fills to `min_fill`, the one taking the most elements from it. Candidates are
+    built on the meta device (shapes only, no memory); None when none fits."""
+    best: tuple[tuple[int, float], str] | None = None
+    for entry in BACKBONES.entries():
+        try:
+            with torch.device("meta"):
+                candidate = entry.builder(in_chans=3)
+        except Exception:  # a builder with required arguments (the generic `timm`)
+            continue
+        _, report = match_state_dict(candidate.state_dict(), state_dict, entry.name,
+                                     first_conv=first_conv_key(candidate))
+        score = (report.elements - report.unloaded_elements, 1 - report.unloaded_fraction)
+        if score[1] >= min_fill and (best is None or score > best[0]):
+            best = (score, entry.name)
+    return (best[1], best[0][1]) if best else None
+
+
+def likely_backbone(state_dict: Mapping[str, Tensor], backbone: str) -> tuple[str, str] | None:
+    """(the override to use, why) when `state_dict` fits another registered backbone than `backbone`."""
+    guess = guess_backbone(state_dict)
+    if guess is None or guess[0] == backbone:
+        return None
+    return f"backbone={guess[0]}", f"These weights look like {guess[0]}'s (they fill {guess[1]:.0%} of it)"
+
+
+def check_coverage(report: LoadReport, *, backbone: str, opt_in: str, likely: tuple[str, str] | None = None,
+                   source: str | None = None, limit: float = PARTIAL_LIMIT) -> None:
+    """Raise PartialWeightsError when `report` leaves more than `limit` of the backbone's tensor elements unloaded.
+
+    `opt_in` is the override that accepts it (`backbone.weights_partial=true`); `likely` the fix and its reason,
+    e.g. ("backbone=resnet50", "These weights look like resnet50's (they fill 100% of it)"); `source` names the
+    weights in the message (default: the report's).
+    """
+    if report.unloaded_fraction <= limit:
+        return
+    counts = (f"{len(report.loaded)} tensors loaded, {len(report.missing)} missing, {len(report.mismatched)} "
+              "shape-mismatched" + (f": {_first(list(report.mismatched), 3)}" if report.mismatched else ""))
+    fix = f"{likely[1]}: pass {likely[0]}" if likely else "Use the backbone these weights were made for"
+    raise PartialWeightsError(
+        f"{source or report.source} would leave {report.unloaded_fraction:.0%} of the backbone {backbone} at its "
+        f"random initialisation ({report.unloaded_elements:,} of {report.elements:,} tensor elements; {counts}), "
+        f"more than the {limit:.0%} Cerberus accepts. {fix}, or {opt_in} to train from the "
+        f"{1 - report.unloaded_fraction:.0%} that fits."
+    )
+
+
 def load_matching(model: nn.Module, state_dict: Mapping[str, Tensor], source: str, *, strict: bool = False,
-                  verbose: bool = False, prefix: str | None = None) -> LoadReport:
+                  partial: bool = False, verbose: bool = False, prefix: str | None = None,
+                  backbone: str | None = None) -> LoadReport:
     """Load what fits of `state_dict` into `model` (in place), log the counts and return the report.
-    `strict`: raise WeightsError if a model key is missing or has another shape."""
+
+    `strict`: raise WeightsError if a model key is missing or has another shape. Unless `partial`, raise
+    PartialWeightsError when more than `PARTIAL_LIMIT` of the model's tensor elements would stay unloaded, naming
+    the registered backbone the weights fit if there is one (`backbone`: the model's registry name).
+    """
     matched, report = match_state_dict(model.state_dict(), state_dict, source, prefix, first_conv_key(model))
+    name = backbone or type(model).__name__
     if strict:
         report.check_strict()
     if not report.loaded:
-        raise WeightsError(f"no tensor of {source} fits the model (keys like {_first(list(state_dict), 3)} vs "
-                           f"{_first(list(model.state_dict()), 3)}): is it the weights of another architecture?")
+        likely = likely_backbone(state_dict, name)
+        raise WeightsError(f"no tensor of {source} fits the backbone {name} (keys like {_first(list(state_dict), 3)} "
+                           f"vs {_first(list(model.state_dict()), 3)}): "
+                           + (f"{likely[1]}: pass {likely[0]}" if likely else "the weights of another architecture?"))
+    if not partial:
+        check_coverage(report, backbone=name, opt_in="backbone.weights_partial=true",
+                       likely=likely_backbone(state_dict, name) if report.unloaded_fraction > PARTIAL_LIMIT else None)
     model.load_state_dict(matched, strict=False)
     report.log(verbose)
     return report
 
 
 def load_backbone_weights(model: nn.Module, weights: str, *, source: str, arch: str, strict: bool = False,
-                          verbose: bool = False) -> LoadReport:
-    """Resolve `weights` (name, tag, URL or file; see `resolve_weights`) and load what fits into `model`."""
+                          partial: bool = False, verbose: bool = False) -> LoadReport:
+    """Resolve `weights` (name, tag, URL or file; see `resolve_weights`) and load what fits into `model`
+    (`partial`: even if that leaves most of it random; see `load_matching`)."""
     state_dict, description = resolve_weights(weights, source=source, arch=arch)
-    return load_matching(model, state_dict, description, strict=strict, verbose=verbose)
+    return load_matching(model, state_dict, description, strict=strict, partial=partial, verbose=verbose,
+                         backbone=arch)
 
 
 def wants_weights(weights: str | None) -> bool:

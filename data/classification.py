@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError
+from .errors import RAISE, DataError, Problems
 from .imagefolder import FolderIndex, ImageFolderDataset, scan_split
+from .images import sample_sizes
+from .scale import check_classification_size, validate_size
 from .splits import STAGE_SPLITS, SplitDataModule, split_folder
 from .synthetic import synthetic_classification
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transforms
@@ -19,7 +21,8 @@ class ImageFolderDataModule(SplitDataModule):
     Args:
         root: dataset folder; `None` with `synthetic` set means "generate the synthetic set and use it".
         synthetic: arguments of `data.synthetic.synthetic_classification`.
-        image_size: side of the square crops fed to the model.
+        image_size: side of the square crops fed to the model (at least 32 px); a size far from the train
+            images' own is said at setup.
         augment: options of `classification_transforms` for training (scale, hflip, color_jitter, crop_pct).
     """
 
@@ -41,10 +44,11 @@ class ImageFolderDataModule(SplitDataModule):
             raise DataError("data.root is not set: pass data.root=/path/to/imagefolder (with train/ and val/)")
         self.root = Path(root).expanduser() if root is not None else None
         self.synthetic = dict(synthetic) if synthetic else None
-        self.image_size = image_size
+        self.image_size = validate_size("data.image_size", image_size)
         self.augment = dict(augment or {})
         self.mean, self.std = tuple(mean), tuple(std)
         self._splits: dict[str, FolderIndex] = {}
+        self._sizes_checked = False
 
     def prepare_data(self) -> None:
         """Generate the synthetic set on first use (idempotent; runs on one process per node)."""
@@ -65,9 +69,16 @@ class ImageFolderDataModule(SplitDataModule):
         """Class names in label order, from the train split's folder names."""
         return self._index("train").classes
 
+    def check_sizes(self, sizes: Sequence[tuple[int, int]], problems: Problems = RAISE) -> None:
+        """Say when data.image_size is far from the train images' (width, height) `sizes`."""
+        check_classification_size(self.image_size, sizes, problems)
+
     def setup(self, stage: str | None = None) -> None:
         for split in STAGE_SPLITS.get(stage or "fit", ("train", "val", "test")):
             self._index(split)
+        if not self._sizes_checked:  # from a sample of image headers: milliseconds
+            self._sizes_checked = True
+            self.check_sizes(sample_sizes([p for p, _ in self._index("train").samples]))
 
     def dataset(self, split: str, train: bool) -> ImageFolderDataset:
         crop = {"crop_pct": self.augment.get("crop_pct", 0.875)}

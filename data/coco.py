@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from .boxes import BOX_TOLERANCE, check_box, is_bbox, xyxy_pattern
 from .errors import RAISE, Problems
 
-BOX_TOLERANCE = 1.0  # pixels a box may exceed the image by (rounding in exporters) before it is an error
+__all__ = ["BOX_TOLERANCE", "CocoImage", "CocoIndex", "check_annotated", "check_box", "check_image_size",
+           "check_segmentation", "load_coco", "read_coco_json"]
 SECTIONS = ("images", "annotations", "categories")
 
 
@@ -36,12 +38,14 @@ class CocoImage:
 
 @dataclass(frozen=True)
 class CocoIndex:
-    """A validated split: label i+1 is category `category_ids[i]` named `class_names[i]`."""
+    """A validated split: label i+1 is category `category_ids[i]` named `class_names[i]`; `num_annotations`
+    counts the json's "annotations" entries (kept or not)."""
 
     json_path: Path
     category_ids: list[int]
     class_names: list[str]
     images: list[CocoImage]
+    num_annotations: int = 0
 
 
 def read_coco_json(path: Path, problems: Problems = RAISE) -> dict[str, list] | None:
@@ -109,23 +113,6 @@ def read_categories(data: dict[str, list], path: Path, problems: Problems = RAIS
     return dict(sorted(cats.items()))
 
 
-def check_box(bbox: Any, width: int, height: int) -> tuple[list[float] | None, str]:
-    """COCO [x, y, w, h] -> ([x0, y0, x1, y1] clamped to the image, "") or (None, what is wrong)."""
-    if not (isinstance(bbox, list) and len(bbox) == 4 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
-        return None, f"bbox {bbox!r} is not [x, y, width, height] (four numbers)"
-    x, y, w, h = bbox
-    if w <= 0 or h <= 0:
-        return None, f"bbox {bbox} has zero or negative width/height"
-    t = BOX_TOLERANCE
-    if x < -t or y < -t or x + w > width + t or y + h > height + t:
-        return None, f"bbox {bbox} (x, y, w, h) lies outside the {width}x{height} image"
-    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
-    if x1 <= x0 or y1 <= y0:
-        return None, f"bbox {bbox} is empty once clamped to the {width}x{height} image"
-    return [x0, y0, x1, y1], ""
-
-
 def check_segmentation(segm: Any, width: int, height: int) -> str:
     """"" if `segm` is COCO polygons `[[x0, y0, x1, y1, ...], ...]` (3+ points each) or an RLE
     `{"size": [height, width], "counts": [...] or "..."}` of this image, else what is wrong with it."""
@@ -159,10 +146,12 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
 
     `category_ids` (from the train split) fixes the label order; by default it is this file's categories
     sorted by id. Reports to `problems` (by default: raises DataError naming the file, the image / annotation
-    id and the fix) malformed entries, unknown or duplicate ids, listed images missing on disk and, unless
-    `drop_bad_boxes`, bad boxes (outside the image by more than BOX_TOLERANCE px, or empty); dropped boxes are
-    counted in a warning. `segmentation` keeps each annotation's polygons / RLE and requires a valid one
-    (semantic segmentation). When collecting, the bad entries (and missing images) are left out of the index.
+    id and the fix) malformed entries, unknown or duplicate ids, two images with one file_name, listed images
+    missing on disk, boxes that look like [x1, y1, x2, y2] (even with `drop_bad_boxes`) and, unless
+    `drop_bad_boxes`, bad boxes (outside the image by more than BOX_TOLERANCE px, or under MIN_BOX_SIZE px
+    wide or high); dropped boxes are counted in a warning. `segmentation` keeps each annotation's polygons /
+    RLE and requires a valid one (semantic segmentation). When collecting, the bad entries (and missing images)
+    are left out of the index.
     """
     path, image_dir = Path(json_path), Path(image_dir)
     data = read_coco_json(path, problems)
@@ -173,6 +162,7 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
     label_of = {cid: i + 1 for i, cid in enumerate(category_ids)}
 
     images: dict[int, dict[str, Any]] = {}
+    by_name: dict[str, int] = {}
     for i, entry in enumerate(data["images"]):
         iid = _new_id(entry, i, "images", images, path, problems)
         if iid is None:
@@ -180,8 +170,17 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
         where = f"image id {iid}"
         fields = [_field(entry, key, kind, path, where, problems)
                   for key, kind in (("file_name", str), ("width", int), ("height", int))]
-        if None not in fields:
-            images[iid] = dict(path=image_dir / fields[0], width=fields[1], height=fields[2], anns=[])
+        if None in fields:
+            continue
+        if fields[0] in by_name:
+            problems.error("duplicate file", f"{path}: image ids {by_name[fields[0]]} and {iid} both have file_name "
+                                             f"{fields[0]!r}; list each image once (move the annotations of one id "
+                                             "to the other and delete its entry)")
+            continue
+        by_name[fields[0]] = iid
+        images[iid] = dict(path=image_dir / fields[0], width=fields[1], height=fields[2], anns=[])
+    if (pattern := _xyxy_pattern(data["annotations"], images)) is not None:
+        problems.error("xyxy boxes", f"{path}: {pattern}")
 
     dropped: list[str] = []
     seen: set[int] = set()
@@ -245,7 +244,42 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
     for iid, _ in missing:  # only when collecting: checked, so left out
         del images[iid]
     return CocoIndex(path, category_ids, [cats.get(c, str(c)) for c in category_ids],
-                     [_image(iid, img, segmentation) for iid, img in images.items()])
+                     [_image(iid, img, segmentation) for iid, img in images.items()], len(data["annotations"]))
+
+
+def _xyxy_pattern(annotations: list[Any], images: dict[int, dict[str, Any]]) -> str | None:
+    """`xyxy_pattern` of the well-formed boxes of known images (checked before any box is dropped or refused)."""
+    boxes = []
+    for ann in annotations:
+        if isinstance(ann, dict) and is_bbox(ann.get("bbox")) and (img := images.get(ann.get("image_id"))):
+            boxes.append((ann.get("id"), ann["bbox"], img["width"], img["height"]))
+    return xyxy_pattern(boxes)
+
+
+def check_annotated(index: CocoIndex, split: str, problems: Problems = RAISE, segmentation: bool = False) -> bool:
+    """A split needs images and at least one non-crowd object: training without objects learns that there are
+    none (AP 0), and val / test without them make every COCO metric undefined (-1), on which the best checkpoint
+    would then be chosen (`segmentation`: the masks are all background, and so would be the model)."""
+    where = f"data.{split}_annotations (or data.root)"
+    if not index.images:
+        problems.error("no images", f"{index.json_path} lists no usable images; add them to \"images\" or point "
+                                    f"{where} at the right file")
+        return False
+    if any((rec.iscrowd == 0).any() for rec in index.images):
+        return True
+    what = "has \"annotations\": []" if not index.num_annotations else \
+        f"has no usable object (none of its {index.num_annotations} annotations is a non-crowd box that passed)"
+    if split == "train":
+        why = "a model trained on it learns that there are no objects " + \
+            ("(every mask is background)" if segmentation else "(detection AP 0)")
+    else:
+        why = f"every {split} metric would be " + ("measured on background alone" if segmentation else
+                                                   "undefined (COCO AP -1)")
+        why += (" and the best checkpoint would be chosen on " + ("it" if segmentation else "-1")) \
+            if split == "val" else ""
+    problems.error("no annotations", f"{index.json_path} {what}: {why}. Add the objects' annotations, or point "
+                                     f"{where} at the annotated file")
+    return False
 
 
 def check_image_size(rec: CocoImage, size: tuple[int, int], json_path: Path, problems: Problems = RAISE) -> bool:

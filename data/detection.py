@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +11,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from .coco import CocoIndex, check_image_size, load_coco
-from .errors import DataError
+from .coco import CocoIndex, check_annotated, check_image_size, load_coco
+from .errors import RAISE, DataError, Problems
 from .images import load_rgb
+from .scale import check_detection_size
 from .splits import STAGE_SPLITS, SplitDataModule
 from .synthetic import synthetic_detection
 from .transforms import detection_transforms
@@ -65,11 +66,14 @@ class CocoDetectionDataModule(SplitDataModule):
         root: dataset folder; `None` with no explicit paths and `synthetic` set means "generate the synthetic
             set and use it".
         augment: options of `detection_transforms` for training (hflip, photometric, zoom_out, max_zoom, iou_crop).
-        drop_bad_boxes: drop boxes outside the image or empty (counted in a warning) instead of failing.
+        drop_bad_boxes: drop boxes outside the image or under 1 px (counted in a warning) instead of failing.
         synthetic: arguments of `data.synthetic.synthetic_detection`.
+        model_min_size: the detector's `task.model.min_size`, only to say at setup when it is far from the
+            images' own size (conf/task_data/coco_detection.yaml fills it in).
     """
 
     collate_fn = collate
+    segmentation = False  # load_coco(segmentation=...): keep and require each annotation's polygons / RLE
 
     def __init__(
         self,
@@ -87,6 +91,7 @@ class CocoDetectionDataModule(SplitDataModule):
         drop_bad_boxes: bool = False,
         synthetic: Mapping[str, Any] | None = None,
         pin_memory: bool | None = None,
+        model_min_size: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         given = {"train": (train_images, train_annotations), "val": (val_images, val_annotations),
@@ -104,7 +109,9 @@ class CocoDetectionDataModule(SplitDataModule):
                                 "the images folder and annotation json of each split")
         self.augment = dict(augment or {})
         self.drop_bad_boxes = drop_bad_boxes
+        self.model_min_size = model_min_size
         self._splits: dict[str, CocoIndex] = {}
+        self._sizes_checked = False
 
     def prepare_data(self) -> None:
         """Generate the synthetic set on first use (idempotent; runs on one process per node)."""
@@ -130,12 +137,28 @@ class CocoDetectionDataModule(SplitDataModule):
         return self._paths(split)[1]
 
     def _index(self, split: str) -> CocoIndex:
+        """The validated split; a split without objects stops here (`check_annotated`)."""
         if split not in self._splits:
             images, annotations = self._paths(split)
             categories = None if split == "train" else self._index("train").category_ids
-            self._splits[split] = load_coco(annotations, images, category_ids=categories,
-                                            drop_bad_boxes=self.drop_bad_boxes)
+            index = load_coco(annotations, images, category_ids=categories, drop_bad_boxes=self.drop_bad_boxes,
+                              segmentation=self.segmentation)
+            check_annotated(index, split, segmentation=self.segmentation)
+            self._splits[split] = index
         return self._splits[split]
+
+    def check_sizes(self, sizes: Sequence[tuple[int, int]], problems: Problems = RAISE) -> None:
+        """Say when the detector's resize is far from the train images' (width, height) `sizes`."""
+        check_detection_size(self.model_min_size, sizes, problems)
+
+    def train_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of every train image, from the json (nothing read from disk)."""
+        return [(rec.width, rec.height) for rec in self._index("train").images]
+
+    def _check_sizes_once(self) -> None:
+        if not self._sizes_checked:
+            self._sizes_checked = True
+            self.check_sizes(self.train_sizes())
 
     @property
     def class_names(self) -> list[str]:
@@ -150,6 +173,7 @@ class CocoDetectionDataModule(SplitDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split in STAGE_SPLITS.get(stage or "fit", SPLITS):
             self._index(split)
+        self._check_sizes_once()
 
     def dataset(self, split: str, train: bool) -> CocoDetectionDataset:
         return CocoDetectionDataset(self._index(split), detection_transforms(train, **self.augment))

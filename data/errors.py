@@ -15,7 +15,7 @@ class DataError(ValueError):
 
 
 log = logging.getLogger("data")
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "note"]
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,9 @@ class Problem:
 
 @dataclass
 class Problems:
-    """`strict`: `error` raises DataError and `warning` logs (training); else both are kept in `found` and the
-    caller skips the bad entry and goes on, so one run lists every problem."""
+    """`strict`: `error` raises DataError, `warning` logs a warning and `note` an info line (training); else all
+    are kept in `found` and the caller skips the bad entry and goes on, so one run lists every problem.
+    A warning is something skipped or likely wrong that training survives; a note is information only."""
 
     strict: bool = True
     found: list[Problem] = field(default_factory=list)
@@ -47,13 +48,19 @@ class Problems:
         else:
             self.found.append(Problem("warning", kind, message))
 
+    def note(self, kind: str, message: str) -> None:
+        if self.strict:
+            log.info(message)
+        else:
+            self.found.append(Problem("note", kind, message))
+
     def each(self, severity: Severity, kind: str, items: Sequence[Any], all_message: Callable[[Sequence[Any]], str],
              one_message: Callable[[Any], str] | None = None) -> None:
         """A problem shared by several `items` (files, boxes): one message about all of them when strict (the
         first few and a count), else one problem per item (`one_message(item)`, default `all_message([item])`)."""
         if not items:
             return
-        report = self.error if severity == "error" else self.warning
+        report = {"error": self.error, "warning": self.warning, "note": self.note}[severity]
         if self.strict:
             report(kind, all_message(items))
             return

@@ -10,7 +10,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .errors import RAISE, Problems
-from .images import IMAGE_EXTENSIONS, is_image_file, load_rgb
+from .files import list_folder, report_skipped
+from .images import load_rgb
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,11 @@ class FolderIndex:
 def scan_split(split_dir: Path, classes: Sequence[str] | None = None, problems: Problems = RAISE) -> FolderIndex:
     """List `split_dir/<class>/*` images; `classes` (from train) fixes the class order for val/test.
 
-    Reports to `problems` (by default: raises DataError naming the path) when the split is missing or empty, a
-    class folder has no images, or val/test has a class that train does not; files that are not images are
-    skipped with a warning. When collecting, the bad folders are left out and the scan goes on.
+    Images in sub-folders of a class folder belong to the class, as in torchvision's ImageFolder (which walks
+    them too); their count is noted. Reports to `problems` (by default: raises DataError naming the path) when
+    the split is missing or empty, a class folder has no images, or val/test has a class that train does not;
+    files that are not images and broken symbolic links are skipped with a warning that counts them. When
+    collecting, the bad folders are left out and the scan goes on.
     """
     if not split_dir.is_dir():
         problems.error("layout", f"split directory {split_dir} does not exist; create it with one sub-folder per class")
@@ -45,20 +48,27 @@ def scan_split(split_dir: Path, classes: Sequence[str] | None = None, problems: 
             problems.error("classes", f"{split_dir} has class folders {extra} that the train split does not have; "
                                       "every class must appear in train (rename or remove them)")
     samples: list[tuple[Path, int]] = []
-    skipped: list[Path] = []
+    broken: list[Path] = []
+    others: list[Path] = []
+    nested: list[Path] = []
     for label, name in enumerate(classes):
         folder = split_dir / name
         if not folder.is_dir():
             continue  # a class absent from val/test is allowed; train defines the classes
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        images = [p for p in files if is_image_file(p)]
-        skipped += [p for p in files if not is_image_file(p)]
-        if not images:
+        listing = list_folder(folder)
+        broken += listing.broken
+        others += listing.others
+        nested += listing.nested(listing.images)
+        if not listing.images:
             problems.error("layout", f"class folder {folder} has no images (PNG/JPEG); add images or remove the folder")
-        samples += [(p, label) for p in images]
-    problems.each("warning", "not an image", skipped,
-                  lambda s: f"{split_dir}: ignored {len(s)} files that are not images, e.g. {s[0]}",
-                  lambda p: f"ignored {p}: not an image ({', '.join(IMAGE_EXTENSIONS)})")
+        samples += [(p, label) for p in listing.images]
+    report_skipped(split_dir, broken, others, problems)
+    problems.each("note", "sub-folder images", nested,
+                  lambda s: f"{split_dir}: {len(s)} of {len(samples)} images are in sub-folders of their class "
+                            f"folder (e.g. {s[0]}); they are included in that class, as torchvision's ImageFolder "
+                            "does",
+                  lambda p: f"{p} is in a sub-folder of its class folder; included in that class (as torchvision's "
+                            "ImageFolder does)")
     return FolderIndex(split_dir, list(classes), samples)
 
 

@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from .coco import CocoImage
 from .errors import RAISE, Problems
-from .images import IMAGE_EXTENSIONS, is_image_file
+from .files import list_folder, report_skipped
 
 CLASSES_FILE = "classes.txt"
 LAYOUT = "root/<split>/images/<name>.png|jpg + root/<split>/masks/<name>.png"
@@ -67,19 +67,21 @@ def check_classes(names: list[str], ignore_index: int, source: str, problems: Pr
 
 
 def _files_by_stem(folder: Path, kind: str, problems: Problems = RAISE) -> dict[str, Path]:
-    """Image files of `folder` by file stem; other files are skipped with a warning."""
+    """Image files of `folder` by file stem; files that are not images, broken links and images in sub-folders
+    (pairs are found by name in the folder itself) are skipped with a warning that counts them."""
     if not folder.is_dir():
         problems.error("layout", f"{kind} folder {folder} does not exist; a segmentation split needs images/ and "
                                  f"masks/ paired by file name ({LAYOUT})")
         return {}
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    problems.each("warning", "not an image", [p for p in files if not is_image_file(p)],
-                  lambda s: f"{folder}: ignored {len(s)} files that are not images, e.g. {s[0]}",
-                  lambda p: f"ignored {p}: not an image ({', '.join(IMAGE_EXTENSIONS)})")
+    listing = list_folder(folder)
+    report_skipped(folder, listing.broken, listing.top(listing.others), problems)
+    problems.each("warning", "sub-folder files", listing.nested(listing.images + listing.others),
+                  lambda s: f"{folder}: ignored {len(s)} files in sub-folders, e.g. {s[0]}; {kind} are paired by "
+                            f"file name in {folder} itself ({LAYOUT}): move them up or remove them",
+                  lambda p: f"ignored {p}: in a sub-folder of {folder}; {kind} are paired by file name in the folder "
+                            "itself, so move it up or remove it")
     by_stem: dict[str, Path] = {}
-    for p in files:
-        if not is_image_file(p):
-            continue
+    for p in listing.top(listing.images):
         if p.stem in by_stem:
             problems.error("duplicate name", f"{by_stem[p.stem]} and {p} have the same name; {kind} are paired by "
                                              "file stem, so keep only one of them")
@@ -125,11 +127,11 @@ def scan_mask_split(split_dir: Path, problems: Problems = RAISE) -> MaskIndex:
 
 def load_mask(path: Path, problems: Problems = RAISE) -> np.ndarray | None:
     """The pixel values (H, W) of a single-channel mask (L, P: palette indices, 1, I;16 or I), as stored
-    (None when collecting a problem)."""
+    (None when collecting a problem). A JPEG mask is refused: its lossy compression changes class indices."""
     try:
         with Image.open(path) as img:
             img.load()
-            bands, mode = img.getbands(), img.mode
+            bands, mode, fmt = img.getbands(), img.mode, img.format
             arr = np.array(img)  # a writable copy, as torch.from_numpy wants
     except FileNotFoundError:
         problems.error("missing file", f"mask file {path} does not exist; restore it or remove its image")
@@ -137,6 +139,14 @@ def load_mask(path: Path, problems: Problems = RAISE) -> np.ndarray | None:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         problems.error("broken file", f"cannot read mask {path}: {err}. The file is truncated, corrupt or not an "
                                       "image; re-export it")
+        return None
+    if fmt in ("JPEG", "MPO"):  # by content, whatever the file is called (MPO: multi-picture JPEG)
+        values = np.unique(arr).tolist()
+        shown = f"{values[:10]}{' ...' if len(values) > 10 else ''}"
+        problems.error("jpeg mask", f"mask {path} is a JPEG: JPEG compression is lossy and changes pixel values "
+                                    f"near every edge (this one has values {shown}), so class indices are not kept; "
+                                    "save masks as PNG (lossless), re-exported from the source annotations rather "
+                                    "than converted from this JPEG")
         return None
     if len(bands) != 1 or arr.dtype.kind not in "biu":
         problems.error("mask channels", f"mask {path} is a {mode} image ({len(bands)} channels); a mask must be a "
@@ -171,14 +181,49 @@ def check_mask_size(mask: np.ndarray, mask_path: Path, image_size: tuple[int, in
     return False
 
 
+def check_pair(mask_path: Path, image_path: Path, image_size: tuple[int, int] | None, num_classes: int | None,
+               ignore_index: int, problems: Problems = RAISE) -> np.ndarray | None:
+    """The mask (H, W) of the image at `image_path` of (width, height) `image_size`, checked: readable,
+    single-channel, not JPEG, the image's size (unless `image_size` is None) and values that are classes (unless
+    `num_classes` is None) or `ignore_index`. None when collecting a problem that leaves no mask to count."""
+    mask = load_mask(mask_path, problems)
+    if mask is None:
+        return None
+    if image_size is not None:
+        check_mask_size(mask, mask_path, image_size, image_path, problems)
+    if num_classes is not None:
+        check_mask(mask, mask_path, num_classes, ignore_index, problems)
+    return mask
+
+
 def read_mask(mask_path: Path, image_path: Path, image_size: tuple[int, int], num_classes: int,
               ignore_index: int) -> np.ndarray:
     """The checked mask (H, W) of the image at `image_path` of (width, height) `image_size`: uint8 as most
     PNGs store it, else int64. Raises DataError naming the file for any problem."""
-    mask = load_mask(mask_path)
-    check_mask_size(mask, mask_path, image_size, image_path)
-    check_mask(mask, mask_path, num_classes, ignore_index)
+    mask = check_pair(mask_path, image_path, image_size, num_classes, ignore_index)
     return mask if mask.dtype == np.uint8 else mask.astype(np.int64)  # 16/32-bit: a dtype torch fully supports
+
+
+def report_unlabelled(folder: Path, unlabelled: Sequence[Path], total: int, ignore_index: int,
+                      problems: Problems = RAISE) -> None:
+    """Masks whose every pixel is `ignore_index` give no loss: an error when all `total` masks of the split in
+    `folder` are like that (nothing to learn or measure; the loss would be NaN), else a warning with the count."""
+    if not unlabelled:
+        return
+    if len(unlabelled) == total:
+        problems.error("no labelled pixel", f"every mask in {folder} ({total}) has only the ignore value "
+                                            f"{ignore_index}: no pixel is labelled, so there is nothing to learn or "
+                                            "measure (the loss is NaN). If a class is stored as "
+                                            f"{ignore_index} (e.g. 0/255 binary masks), map it to a class index "
+                                            f"({ignore_index} -> 1) or set data.ignore_index to a value the masks do "
+                                            "not use")
+        return
+    problems.each("warning", "no labelled pixel", list(unlabelled),
+                  lambda s: f"{len(s)} of {total} masks in {folder} have only the ignore value {ignore_index} "
+                            f"(e.g. {', '.join(p.name for p in s[:3])}): they contribute no loss; fix them if they "
+                            "should have labels",
+                  lambda p: f"mask {p} has only the ignore value {ignore_index}: no pixel is labelled, so it "
+                            "contributes no loss")
 
 
 def mask_dtype(num_classes: int, ignore_index: int) -> np.dtype:

@@ -3,6 +3,7 @@ COCO instance annotations painted into class-index masks."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -16,16 +17,19 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from .coco import CocoIndex, check_image_size, load_coco
+from .coco import CocoIndex, check_image_size
 from .detection import CocoDetectionDataModule
-from .errors import DataError
-from .images import load_rgb
+from .errors import RAISE, DataError, Problems
+from .images import load_rgb, sample_sizes
+from .mask_scan import scan_masks
 from .masks import MaskIndex, check_classes, coco_mask, read_classes, read_mask, scan_mask_split
+from .scale import check_segmentation_sizes, median_short_side, to_multiple, validate_size
 from .splits import STAGE_SPLITS, SplitDataModule, split_folder
 from .synthetic import synthetic_segmentation
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transforms
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger("data")
 
 
 def collate(batch: Sequence[tuple[Tensor, Tensor]], size_divisibility: int = 32,
@@ -96,23 +100,54 @@ class CocoSegmentationDataset(SegmentationDataset):
 
 
 class SegmentationLoading:
-    """What both segmentation DataModules share: the transforms of `segmentation_transforms` and the padding
-    `collate`. Mixed in before a SplitDataModule; call `_segmentation_options` in `__init__`."""
+    """What both segmentation DataModules share: the scale policy (one base size for training and evaluation:
+    `eval_size`, else each image's own size; training jitters the scale around it and crops `image_size`, by
+    default the data's own typical size), the transforms of `segmentation_transforms` and the padding
+    `collate`. Mixed in before a SplitDataModule; call `_segmentation_options` in `__init__`; subclasses
+    implement `train_sizes`."""
 
-    def _segmentation_options(self, *, image_size: int, eval_size: int | None, augment: Mapping[str, Any] | None,
-                              mean: Sequence[float], std: Sequence[float], ignore_index: int,
-                              size_divisibility: int) -> None:
+    def _segmentation_options(self, *, image_size: int | None, eval_size: int | None,
+                              augment: Mapping[str, Any] | None, mean: Sequence[float], std: Sequence[float],
+                              ignore_index: int, size_divisibility: int) -> None:
         if ignore_index < 0:
             raise DataError(f"data.ignore_index must be a pixel value >= 0 (got {ignore_index})")
-        self.image_size, self.eval_size = image_size, eval_size
+        self.image_size = validate_size("data.image_size", image_size, optional=True)
+        self.eval_size = validate_size("data.eval_size", eval_size, optional=True)
         self.augment = dict(augment or {})
         self.mean, self.std = tuple(mean), tuple(std)
         self.ignore_index, self.size_divisibility = ignore_index, size_divisibility
+        self._crop: int | None = None
+        self._sizes_checked = False
+
+    train_sizes: Callable[[], list[tuple[int, int]]]  # (width, height) of the train images (or of a sample)
+
+    @property
+    def crop_size(self) -> int:
+        """The side of the square training crops: data.image_size, or for null the base size (data.eval_size,
+        else the train images' median short side) rounded down to a multiple of data.size_divisibility."""
+        if self.image_size is not None:
+            return self.image_size
+        if self._crop is None:
+            median = median_short_side(self.train_sizes())
+            self._crop = to_multiple(self.eval_size or median or 0, self.size_divisibility)
+            base = f"data.eval_size={self.eval_size}" if self.eval_size else \
+                f"the train images' median short side, {median} px"
+            log.info("data.image_size=null: training crops of %d px (%s)", self._crop, base)
+        return self._crop
+
+    def check_sizes(self, sizes: Sequence[tuple[int, int]], problems: Problems = RAISE) -> None:
+        """Say when data.eval_size or data.image_size is far from the train images' (width, height) `sizes`."""
+        check_segmentation_sizes(self.image_size, self.eval_size, sizes, problems)
+
+    def _check_sizes_once(self) -> None:
+        if not self._sizes_checked:
+            self._sizes_checked = True
+            self.check_sizes(self.train_sizes())
 
     def transform(self, train: bool) -> Callable:
         """The joint image + mask transform of a train or eval split."""
-        return segmentation_transforms(train, self.image_size, eval_size=self.eval_size, mean=self.mean,
-                                       std=self.std, ignore_index=self.ignore_index,
+        return segmentation_transforms(train, self.crop_size if train else None, eval_size=self.eval_size,
+                                       mean=self.mean, std=self.std, ignore_index=self.ignore_index,
                                        **(self.augment if train else {}))
 
     def collate(self) -> Callable:
@@ -127,8 +162,9 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
     Args:
         root: dataset folder; `None` with `synthetic` set means "generate the synthetic set and use it".
         classes: class names, name i for pixel value i; default: the lines of `root/classes.txt`.
-        image_size: side of the square training crops.
-        eval_size: val/test images have their short side resized to this; None keeps their native size.
+        image_size: side of the square training crops; None: the data's own typical size (see `crop_size`).
+        eval_size: the base size: train and val/test images have their short side resized to it (training
+            jittered by `augment.scale`); None: each image's own size.
         augment: options of `segmentation_transforms` for training (scale, hflip, photometric).
         ignore_index: the mask value of unlabelled pixels (and of padding), counted in no loss or metric.
         size_divisibility: batches are padded to a multiple of this (the encoder's largest stride).
@@ -140,7 +176,7 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
         root: str | None = None,
         *,
         classes: Sequence[str] | None = None,
-        image_size: int = 512,
+        image_size: int | None = None,
         eval_size: int | None = None,
         batch_size: int = 8,
         num_workers: int | None = None,
@@ -163,6 +199,8 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
                                    ignore_index=ignore_index, size_divisibility=size_divisibility)
         self._class_names: list[str] | None = None
         self._splits: dict[str, MaskIndex] = {}
+        self._scanned: set[Path] = set()
+        self._train_sizes: list[tuple[int, int]] | None = None
 
     def prepare_data(self) -> None:
         """Generate the synthetic set on first use (idempotent; runs on one process per node)."""
@@ -186,10 +224,22 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
             self._splits[split] = scan_mask_split(split_dir)
         return self._splits[split]
 
+    def train_sizes(self) -> list[tuple[int, int]]:
+        """Header sizes of a sample of the train images."""
+        if self._train_sizes is None:
+            self._train_sizes = sample_sizes([image for image, _ in self._index("train").samples])
+        return self._train_sizes
+
     def setup(self, stage: str | None = None) -> None:
-        _ = self.class_names  # read and check the classes upfront, not in the first batch
+        """Read and check the classes, pair the files, and decode every mask of the stage's splits once (a bad
+        mask stops the run here, not mid-epoch; masks without a labelled pixel are counted)."""
+        num_classes = len(self.class_names)
         for split in STAGE_SPLITS.get(stage or "fit", SPLITS):
-            self._index(split)
+            index = self._index(split)
+            if index.split_dir not in self._scanned:  # test on val: scanned once
+                self._scanned.add(index.split_dir)
+                scan_masks(index, num_classes, self.ignore_index, max(1, self.num_workers))
+        self._check_sizes_once()
 
     def dataset(self, split: str, train: bool) -> MaskFolderDataset:
         return MaskFolderDataset(self._index(split), len(self.class_names), self.transform(train), self.ignore_index)
@@ -207,11 +257,13 @@ class CocoSegmentationDataModule(SegmentationLoading, CocoDetectionDataModule):
     `synthetic_detection`, whose annotations carry polygons) goes to `CocoDetectionDataModule`.
     """
 
+    segmentation = True  # load_coco keeps and requires each annotation's polygons / RLE
+
     def __init__(
         self,
         root: str | None = None,
         *,
-        image_size: int = 512,
+        image_size: int | None = None,
         eval_size: int | None = None,
         batch_size: int = 8,
         augment: Mapping[str, Any] | None = None,
@@ -225,14 +277,6 @@ class CocoSegmentationDataModule(SegmentationLoading, CocoDetectionDataModule):
         super().__init__(root, batch_size=batch_size, **coco)
         self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment, mean=mean, std=std,
                                    ignore_index=ignore_index, size_divisibility=size_divisibility)
-
-    def _index(self, split: str) -> CocoIndex:
-        if split not in self._splits:
-            images, annotations = self._paths(split)
-            categories = None if split == "train" else self._index("train").category_ids
-            self._splits[split] = load_coco(annotations, images, category_ids=categories,
-                                            drop_bad_boxes=self.drop_bad_boxes, segmentation=True)
-        return self._splits[split]
 
     @property
     def class_names(self) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from .errors import RAISE, Problems
 
 
 def split_folder(root: Path, split: str) -> Path:
@@ -19,6 +22,23 @@ def split_folder(root: Path, split: str) -> Path:
 
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def drops_last(num_images: int, batch_size: int, world_size: int = 1) -> bool:
+    """Whether training drops its last batch: only when it would hold a single image (per process, as
+    DistributedSampler splits the data), which breaks BatchNorm; a larger partial batch trains."""
+    per_process = math.ceil(num_images / max(world_size, 1))
+    return per_process > batch_size and per_process % batch_size == 1
+
+
+def report_drop_last(num_images: int, batch_size: int, world_size: int = 1, problems: Problems = RAISE) -> None:
+    """A note when `drops_last`: which image count leaves one out of every epoch, and how to avoid it."""
+    if drops_last(num_images, batch_size, world_size):
+        processes = f" per process ({world_size} processes)" if world_size > 1 else ""
+        problems.note("last batch", f"1 of {math.ceil(num_images / max(world_size, 1))} training images{processes} is "
+                                    f"left out of each epoch (a different one each time: the data is shuffled): with "
+                                    f"data.batch_size={batch_size} the last batch would hold a single image, which "
+                                    "BatchNorm cannot normalize; a batch size that leaves more over keeps it")
 
 
 class SplitDataModule(L.LightningDataModule):
@@ -42,13 +62,19 @@ class SplitDataModule(L.LightningDataModule):
         """The loaders' collate function: the class's `collate_fn` unless a subclass needs instance settings."""
         return type(self).collate_fn
 
+    def _world_size(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return int(getattr(trainer, "world_size", 1) or 1) if trainer is not None else 1
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         dataset = self.dataset(split, train)
+        if train:
+            report_drop_last(len(dataset), self.batch_size, self._world_size())
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
-            drop_last=train and len(dataset) > self.batch_size,  # no 1-image last batch for BatchNorm
+            drop_last=train and drops_last(len(dataset), self.batch_size, self._world_size()),
             num_workers=self.num_workers,
             collate_fn=self.collate(),
             pin_memory=self.pin_memory,

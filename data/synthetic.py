@@ -79,7 +79,7 @@ def synthetic_classification(num_classes: int = 6, train_per_class: int = 200, v
                    image_size=image_size, seed=seed)
 
 
-DETECTION_VERSION = 2  # bump when the detection output changes (1 repeated annotation ids)
+DETECTION_VERSION = 3  # bump when the detection output changes (1 repeated annotation ids, 2 splits without objects)
 MAX_COVER = 0.3  # a new shape may hide at most this fraction of an earlier shape's box
 
 
@@ -132,11 +132,18 @@ def write_detection(root: Path, *, num_classes: int, counts: dict[str, int], ima
     rng = np.random.default_rng(seed)
     categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES[:num_classes])]
     (root / "annotations").mkdir(parents=True)
-    for split, count in counts.items():
+    for n, (split, count) in enumerate(counts.items()):
         (root / split).mkdir()
         images, annotations = [], []
         for i in range(count):
             img, objects = detection_image(rng, num_classes, image_size, max_objects)
+            if i == count - 1 and not annotations and not objects and max_objects:
+                # a split without any object has undefined metrics (COCO AP -1) and is refused by the loader:
+                # redraw its last image from a side stream, so the other splits (and every split that has
+                # objects) stay exactly what they were
+                side = np.random.default_rng([seed, n])
+                while not objects:
+                    img, objects = detection_image(side, num_classes, image_size, max_objects)
             img.save(root / split / f"{i:05d}.png")
             images.append({"id": i + 1, "file_name": f"{i:05d}.png", "width": image_size, "height": image_size})
             annotations += [{"id": len(annotations) + k + 1, "image_id": i + 1, **o} for k, o in enumerate(objects)]

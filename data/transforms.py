@@ -11,6 +11,7 @@ import torch
 from torchvision import tv_tensors
 from torchvision.ops import box_area
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,9 +112,28 @@ def detection_transforms(
     return v2.Compose(ops)
 
 
+class RandomRescale(v2.Transform):
+    """Resize the short side to a random length in `scale` x the input's own short side (image bilinear,
+    masks nearest): scale jitter around each image's native size. The length is drawn as `RandomResize`
+    draws it (an integer in [low, high)), so a 64 px image with scale (0.75, 1.5) is resized exactly as
+    `RandomResize(48, 96)` would."""
+
+    def __init__(self, scale: Sequence[float]) -> None:
+        super().__init__()
+        self.scale = tuple(scale)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        short = min(v2.query_size(flat_inputs))
+        low, high = (round(s * short) for s in self.scale)
+        return {"size": [max(1, int(torch.randint(low, max(high, low + 1), ())))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(F.resize, inpt, params["size"], antialias=True)
+
+
 def segmentation_transforms(
     train: bool,
-    image_size: int,
+    image_size: int | None,
     *,
     eval_size: int | None = None,
     scale: Sequence[float] = (0.5, 2.0),
@@ -126,17 +146,23 @@ def segmentation_transforms(
     """Joint transform `(PIL image, tv_tensors.Mask (H, W)) -> (image (3, H', W') float32 normalized by
     `mean` / `std`, mask (H', W') int64)`; masks are resized with nearest neighbour.
 
-    Train: resize the short side to a random length in `scale` x `image_size`, random `image_size` square
-    crop (padded where the image is smaller: image with 0, mask with `ignore_index`), horizontal flip
-    (probability `hflip`), colour jitter (probability `photometric`). Eval: resize the short side to
-    `eval_size` (None: keep the native size), nothing else.
+    One base scale for training and evaluation (as MMSegmentation's resize-then-crop): `eval_size` (the short
+    side) when given, else each image's own size. Train: resize the short side to a random `scale` x the base,
+    random `image_size` square crop (padded where the image is smaller: image with 0, mask with
+    `ignore_index`), horizontal flip (probability `hflip`), colour jitter (probability `photometric`). Eval:
+    resize the short side to `eval_size` (None: keep the native size), nothing else; `image_size` is unused.
     """
     ops: list[v2.Transform] = [v2.ToImage()]
     if train:
-        low, high = (round(s * image_size) for s in scale)
+        if image_size is None:
+            raise ValueError("segmentation_transforms(train=True) needs image_size, the side of the crops")
+        if eval_size is None:
+            ops.append(RandomRescale(scale))
+        else:
+            low, high = (round(s * eval_size) for s in scale)
+            ops.append(v2.RandomResize(low, max(high, low + 1), antialias=True))
         fill = {tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}
-        ops += [v2.RandomResize(low, max(high, low + 1), antialias=True),
-                v2.RandomCrop(image_size, pad_if_needed=True, fill=fill)]
+        ops.append(v2.RandomCrop(image_size, pad_if_needed=True, fill=fill))
         if hflip > 0:
             ops.append(v2.RandomHorizontalFlip(hflip))
         if photometric > 0:

@@ -16,6 +16,8 @@ from torchmetrics import Metric, MetricCollection
 from backbones import Backbone
 
 OptimizerFactory = Callable[..., Optimizer]
+# state-dict entries of torch's LR schedulers that follow from the run's length, not from its progress
+SCHEDULE_SHAPE_KEYS = ("total_steps", "_schedule_phases", "milestones")
 SchedulerFactory = Callable[..., LRScheduler]
 
 
@@ -62,6 +64,14 @@ class TaskModule(L.LightningModule):
         self.category_ids = list(category_ids) if category_ids is not None else None
         self.save_hyperparameters({"class_names": self.class_names, "category_ids": self.category_ids,
                                    "config": dict(run_config or {})})
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming keeps the LR schedule's position (its step count) but not its stored length: the schedule is
+        rebuilt from this run's `total_steps`, so `trainer.max_epochs` can be raised on resume (torch's
+        OneCycleLR would otherwise stop at the old length, MultiStepLR keep the old milestones)."""
+        for state in checkpoint.get("lr_schedulers", []):
+            for key in SCHEDULE_SHAPE_KEYS:
+                state.pop(key, None)
 
     def setup(self, stage: str) -> None:
         if self.channels_last:  # before the optimizer is built: params are converted in place, keeping identity

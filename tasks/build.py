@@ -26,7 +26,8 @@ def build_task(cfg: DictConfig, class_names: Sequence[str], category_ids: Sequen
     if it has them) into its checkpoints."""
     model = build_model(cfg, len(class_names))
     if cfg.get("init_from"):  # another run's checkpoint: backbone + neck, and the head where shapes match
-        init_from(model, cfg.init_from)
+        init_from(model, cfg.init_from, partial=bool(cfg.get("init_from_partial", False)),
+                  backbone_name=cfg.backbone.name)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     # a partial, so the objects and the stored config below are passed as they are, not re-instantiated
     module_cls = instantiate(cfg.task.module, _partial_=True)

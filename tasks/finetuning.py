@@ -73,3 +73,8 @@ class GradualUnfreeze(BaseFinetuning):
                 for m in module.modules():
                     if isinstance(m, _BatchNorm):
                         m.eval()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed mid-epoch skips `on_train_epoch_start` for that epoch: apply its schedule here too
+        if trainer.fit_loop.restarted_mid_epoch:
+            self.on_train_epoch_start(trainer, pl_module)

@@ -2,18 +2,33 @@
 
 The backbone always comes from the checkpoint, the neck when both runs have one, and the head key by key where
 the shapes match; a head tensor of another shape (another number of classes) keeps its fresh initialisation,
-with a warning naming it. Unlike `ckpt_path`, nothing else of the run (optimizer, epoch) is resumed.
+with a warning naming it. Unlike `ckpt_path`, nothing else of the run (optimizer, epoch) is resumed. A checkpoint
+whose backbone fills too little of this one (a run of another backbone) is refused, naming the backbone its stored
+config says it was trained with, unless `init_from_partial=true`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
-from backbones.weights import LoadReport, WeightsError, best_prefix, first_conv_key, match_state_dict, read_state_dict
+from backbones.checkpoint_file import read_checkpoint
+from backbones.weights import (
+    PARTIAL_LIMIT,
+    LoadReport,
+    WeightsError,
+    best_prefix,
+    check_coverage,
+    first_conv_key,
+    likely_backbone,
+    match_state_dict,
+    unwrap_state_dict,
+)
 
 from .base import backbone_of
 
@@ -38,11 +53,37 @@ def _sub(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def init_from(model: nn.Module, path: str | Path) -> InitReport:
+def stored_backbone(checkpoint: Any) -> str | None:
+    """The `backbone=` override of the run that wrote `checkpoint` (from its stored config), if it has one."""
+    hp = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
+    node = ((hp or {}).get("config") or {}).get("backbone") or {}
+    if not node.get("name"):
+        return None
+    model_name = node.get("model_name") if node["name"] == "timm" else None
+    return f"backbone={node['name']}" + (f" backbone.model_name={model_name}" if model_name else "")
+
+
+def _likely(checkpoint: Any, bb_state: dict[str, Tensor], backbone_name: str | None) -> tuple[str, str] | None:
+    """(the fix, why) for a checkpoint whose backbone does not fit: its stored config, else its tensor shapes."""
+    stored = stored_backbone(checkpoint)
+    if stored is None:
+        return likely_backbone(bb_state, backbone_name or "")
+    if stored == f"backbone={backbone_name}":  # the same name: another cause (kwargs, in_chans ...)
+        return None
+    return stored, f"The checkpoint's run was trained with {stored} (its stored config)"
+
+
+def init_from(model: nn.Module, path: str | Path, *, partial: bool = False,
+              backbone_name: str | None = None) -> InitReport:
     """Load the weights of a Cerberus checkpoint (`{"state_dict": {"model.<...>": tensor}, ...}`, read with
-    `weights_only=True`) into `model`, a task's nn.Module with a `body`; returns what was loaded."""
+    `weights_only=True`) into `model`, a task's nn.Module with a `body`; returns what was loaded.
+
+    Unless `partial` (`init_from_partial=true`), a checkpoint that leaves more than `PARTIAL_LIMIT` of the
+    backbone's tensor elements unloaded is refused. `backbone_name`: this run's `backbone.name`, for the messages.
+    """
     source = str(path)
-    state = read_state_dict(path)
+    checkpoint = read_checkpoint(path, "init_from=")
+    state = unwrap_state_dict(checkpoint, source)
     body, backbone = model.body, backbone_of(model.body)
     body_prefix, backbone_prefix = _module_prefix(model, body), _module_prefix(model, backbone)
     backbone_keys = backbone.state_dict()
@@ -54,9 +95,15 @@ def init_from(model: nn.Module, path: str | Path) -> InitReport:
     bb_state = _sub(state, src_backbone)
     bb, bb_report = match_state_dict(backbone_keys, bb_state, f"{source} (backbone)", prefix="",
                                      first_conv=first_conv_key(backbone))
+    name = backbone_name or "of this run"
     if not bb_report.loaded:
-        raise WeightsError(f"init_from={source}: none of the checkpoint's backbone tensors fits this backbone "
-                           f"(keys like {', '.join(list(bb_state)[:3])}); was it trained with another backbone?")
+        likely = _likely(checkpoint, bb_state, backbone_name)
+        raise WeightsError(f"init_from={source}: none of the checkpoint's backbone tensors fits the backbone {name} "
+                           f"(keys like {', '.join(list(bb_state)[:3])}): "
+                           + (f"{likely[1]}; pass {likely[0]}" if likely else "was it trained with another backbone?"))
+    if not partial and bb_report.unloaded_fraction > PARTIAL_LIMIT:
+        check_coverage(bb_report, backbone=name, opt_in="init_from_partial=true", source=f"init_from={source}",
+                       likely=_likely(checkpoint, bb_state, backbone_name))
     bb_report.log()
     loaded = {backbone_prefix + k: v for k, v in bb.items()}
 

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .base import TaskModule
+from .bn_calibration import resolve_norm_policy
 from .build import build_task
 from .prediction.checkpoint import read_checkpoint, without_weight_sources
 from .prediction.evaluation import check_evaluation_checkpoint, check_same_classes
@@ -64,9 +65,10 @@ def _single_log_stream() -> None:
         logging.getLogger("lightning").handlers.clear()
 
 
-def _example_input(cfg: DictConfig) -> torch.Tensor | None:
+def _example_input(cfg: DictConfig, datamodule: L.LightningDataModule) -> torch.Tensor | None:
     """A batch shaped like the data, so the model summary shows in/out sizes and FLOPs."""
-    size = cfg.data.get("image_size")
+    # data=masks: data.image_size=null means the data's own size, which the data module knows
+    size = cfg.data.get("image_size") or getattr(datamodule, "crop_size", None)
     return torch.zeros(2, cfg.backbone.in_chans, size, size) if size else None
 
 
@@ -95,15 +97,17 @@ def _setup(cfg: DictConfig) -> tuple[Path, L.LightningDataModule, TaskModule, An
     _sync_batchnorm_only_on_gpu(cfg.trainer)  # before the config is stored, so it records what ran
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     L.seed_everything(cfg.seed, workers=True)
+    extra_callbacks = resolve_norm_policy(cfg) if cfg.get("train", True) else []  # writes its choice into cfg
     _save_resolved_config(cfg, run_dir)
 
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # idempotent; the class list must exist before the head is built
     module = build_task(cfg, datamodule.class_names, getattr(datamodule, "category_ids", None))
-    module.example_input_array = _example_input(cfg)
+    module.example_input_array = _example_input(cfg, datamodule)
 
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")), logger=logger)
+    callbacks = _instantiate_all(cfg.get("callbacks")) + extra_callbacks
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
     return run_dir, datamodule, module, logger, trainer
 
 
@@ -120,13 +124,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit on train/val, test the best checkpoint, print and return the test metrics (`train=false`: `evaluate`)."""
     if not cfg.get("train", True):
         return evaluate(cfg)
+    resume = cfg.get("ckpt_path")
+    if resume:  # refused with a clear message unless it holds tensors and plain values only
+        read_checkpoint(resume, "ckpt_path=")
     run_dir, datamodule, module, logger, trainer = _setup(cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
 
     metrics: dict[str, float] = {}
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.test_after_fit:
-        metrics = _first(trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False))
+        metrics = _first(trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False,
+                                     weights_only=True))
     _report(metrics, best, run_dir, module.report_tables())
     _finish_logger(logger)
     return metrics
@@ -138,7 +146,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     ckpt = check_evaluation_checkpoint(cfg)
     # the checkpoint's weights replace any pretrained backbone / init_from ones: don't fetch those
     run_dir, datamodule, module, logger, trainer = _setup(without_weight_sources(cfg))
-    state = read_checkpoint(ckpt)  # read once, for the class check and the weights of both passes
+    state = read_checkpoint(ckpt, "ckpt_path=")  # read once, for the class check and the weights of both passes
     check_same_classes(state, ckpt, module.class_names)
     module.load_state_dict(state["state_dict"])
     metrics = _first(trainer.validate(module, datamodule=datamodule, verbose=False))

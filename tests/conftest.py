@@ -72,3 +72,19 @@ def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None,
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
     out, err = proc.stdout[-4000:], proc.stderr[-6000:]
     assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{out}\nSTDERR:\n{err}"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--matrix", action="store_true",
+                     help="also run the whole registry matrix (tests/test_matrix.py cells marked `matrix`)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The full registry matrix (about 15 min on 2 cores) runs with --matrix or `python -m tests.matrix`; the
+    default suite runs its inner-loop cells (every torchvision depth and one timm model per family, detection)."""
+    if config.getoption("--matrix"):
+        return
+    skip = pytest.mark.skip(reason="the whole registry matrix: pass --matrix (or run python -m tests.matrix)")
+    for item in items:
+        if "matrix" in item.keywords:
+            item.add_marker(skip)

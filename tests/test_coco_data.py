@@ -85,7 +85,7 @@ def test_coco_layout_items_labels_crowd_and_negatives(coco):
 
 
 def test_explicit_paths_override_the_layout(tmp_path, coco):
-    test_json = write_split(tmp_path / "elsewhere" / "imgs", tmp_path / "elsewhere" / "test.json", anns=[])
+    test_json = write_split(tmp_path / "elsewhere" / "imgs", tmp_path / "elsewhere" / "test.json")
     module = dm(None, train_images=str(coco / "train"),
                 train_annotations=str(coco / "annotations/instances_train.json"),
                 val_images=str(coco / "val"), val_annotations=str(coco / "annotations/instances_val.json"),

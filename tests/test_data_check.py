@@ -65,7 +65,11 @@ def test_imagefolder_counts_and_sizes(folder, capsys):
     assert row(out, "train")[1:5] == ["4", "0", "20 / 27 / 40", "10 / 13 / 16"]
     assert row(out, "val")[1:5] == ["2", "0", "8 / 8 / 8", "8 / 8 / 8"]
     assert "no test split: test runs on val" in out
-    assert out.rstrip().endswith("0 errors, 0 warnings: ready to train")
+    # the default data.image_size=224 on 10-16 px images is said, as training says it at setup
+    assert "data.image_size=224 is 17x the median short side of the train images (13 px, from 4 images): every " \
+           "image is upscaled about 17x for training and evaluation; data.image_size=32 trains at the data's own " \
+           "size" in out
+    assert out.rstrip().endswith("0 errors, 1 warning: training would run, but read the warnings first")
 
 
 def test_imagefolder_broken_files_all_reported(folder, capsys):
@@ -82,7 +86,7 @@ def test_imagefolder_broken_files_all_reported(folder, capsys):
     assert "val has class folders ['wolf'] that the train split does not have" in out
     assert f"ignored {folder}/val/cat/notes.txt: not an image" in out
     assert row(out, "cat")[1:] == ["4", "1"]  # listed files, as training would list them
-    assert "3 errors, 1 warning: fix the errors before training" in out
+    assert "3 errors, 2 warnings: fix the errors before training" in out  # and the image size warning
 
 
 def test_synthetic_default_is_generated_and_checked(capsys):
@@ -125,13 +129,13 @@ def coco(tmp_path: Path) -> Path:
 
 
 def test_coco_detection_counts_and_sizes(coco, capsys):
-    code, out = run(capsys, "task=detection", "data=coco", f"data.root={coco}")
+    code, out = run(capsys, "task=detection", "data=coco", f"data.root={coco}", "task.model.min_size=[32]")
     assert code == 0, out
     assert row(out, "cat (id 3)")[1:] == ["3", "2", "0", "0"]  # train boxes, train images, val boxes, val images
     assert row(out, "dog (id 7)")[1:] == ["1", "1", "1", "1"]
     assert row(out, "train")[1:5] == ["3", "1", "20 / 30 / 40", "10 / 20 / 30"]
-    assert "image id 3" in out and "has no annotations" in out
-    assert "0 errors, 1 warning: ready to train" in out
+    assert "image id 3" in out and "has no annotations" in out  # a negative example: a note
+    assert "0 errors, 0 warnings, 1 note: ready to train" in out
 
 
 def test_coco_segmentation_counts_pixels(coco, capsys):
@@ -159,7 +163,8 @@ def test_broken_coco_every_problem_reported_by_subprocess(coco):
     data["annotations"] += [box(5, 1, 3, [30, 20, 20, 20]), box(6, 1, 99, [0, 0, 4, 4]), box(6, 1, 3, [1, 1, 4, 4]),
                             box(7, 1, 7, [3, 3, 0, 5])]
     path.write_text(json.dumps(data))
-    proc = subprocess.run([sys.executable, "-m", "data.check", "task=detection", "data=coco", f"data.root={coco}"],
+    proc = subprocess.run([sys.executable, "-m", "data.check", "task=detection", "data=coco", f"data.root={coco}",
+                           "task.model.min_size=[32]"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     out = proc.stdout
     assert proc.returncode == 1, out + proc.stderr
@@ -206,7 +211,7 @@ def test_masks_pixel_counts_and_sizes(masks, capsys):
     assert row(out, "(ignore 255)")[1:] == ["4", "0", "0", "0"]
     assert row(out, "train")[1:5] == ["2", "1", "6 / 7 / 8", "4 / 5 / 6"]
     assert f"mask {masks}/train/masks/b.png has only background (0) and ignore (255) pixels" in out
-    assert "0 errors, 1 warning: ready to train" in out
+    assert "0 errors, 0 warnings, 1 note: ready to train" in out
 
 
 def test_broken_masks_every_problem_reported(masks, capsys):

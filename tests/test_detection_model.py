@@ -30,7 +30,8 @@ def test_levels_and_anchors_come_from_output_shape():
 def test_single_level_backbone_without_neck():
     body = build_body({"name": "resnet18", "out_levels": ["c4"]}, {"name": "none"})
     m = DetectionModel(body, 2, min_size=64, max_size=64)
-    assert m.detector.rpn.anchor_generator.sizes == ((128,),)
+    # one level gets all five sizes (torchvision's single-feature-map example), not 8 x stride alone
+    assert m.detector.rpn.anchor_generator.sizes == ((32, 64, 128, 256, 512),)
     m.eval()
     with torch.no_grad():
         out = m([torch.rand(3, 64, 64)])

@@ -54,3 +54,17 @@ def test_channels_last_features():
         ref = MultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(feats, boxes, shapes)
         torch.testing.assert_close(SparseMultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(nhwc, boxes, shapes), ref,
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_zero_rois():
+    """An early or diverging model can propose nothing: the output is (0, C, 7, 7) like torchvision's, on the
+    training path (gradient to the features, zero) and the inference path."""
+    feats, _, shapes = _inputs(3)
+    empty = [torch.zeros(0, 4), torch.zeros(0, 4)]
+    ours = SparseMultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(feats, empty, shapes)
+    ref = MultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(feats, empty, shapes)
+    assert ours.shape == ref.shape == (0, 8, 7, 7)
+    grads = torch.autograd.grad(ours.sum(), list(feats.values()), allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)
+    with torch.no_grad():
+        assert SparseMultiScaleRoIAlign(["p2", "p3", "p4"], 7, 2)(feats, empty, shapes).shape == (0, 8, 7, 7)

@@ -166,12 +166,12 @@ def test_too_many_classes_for_the_ignore_value(folder):
     (np.zeros((20, 24, 3), np.uint8), r"mask .*train/masks/a.png is a RGB image \(3 channels\); a mask must be a "
                                       r"single-channel PNG"),
 ], ids=["size", "values", "rgb"])
-def test_mask_problems_found_when_loaded_name_the_file(folder, bad, message):
+def test_mask_problems_found_at_setup_and_when_loaded_name_the_file(folder, bad, message):
     save(bad, folder / "train" / "masks" / "a.png")
-    module = masks_dm(folder)
-    module.setup("fit")  # pairing is fine; the content is read with the item
     with pytest.raises(DataError, match=message):
-        module.dataset("train", train=False)[0]
+        masks_dm(folder).setup("fit")  # every mask is decoded at setup: the run stops before the first step
+    with pytest.raises(DataError, match=message):
+        masks_dm(folder).dataset("train", train=False)[0]  # and when an item is loaded
 
 
 def test_palette_and_16_bit_masks_read_as_indices(folder):
@@ -208,8 +208,8 @@ def transform_pair(mask: np.ndarray, **kw) -> tuple[torch.Tensor, torch.Tensor]:
 def test_crop_flip_and_padding_keep_image_and_mask_aligned(seed):
     torch.manual_seed(seed)
     mask = blocks(24, 40)
-    # scale 1 x 24 = the native short side: no resampling, so alignment must be exact
-    image, out = transform_pair(mask, image_size=32, scale=(24 / 32, 24 / 32), hflip=0.5)
+    # scale 1 x the native short side: no resampling, so alignment must be exact
+    image, out = transform_pair(mask, image_size=32, scale=(1.0, 1.0), hflip=0.5)
     assert image.shape == (3, 32, 32)
     padded = (image == 0).all(0)  # padding: black image, ignored mask
     assert padded.sum() == 8 * 32 and (out[padded] == 255).all()  # 24 rows of image, 8 of padding

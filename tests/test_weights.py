@@ -15,8 +15,9 @@ from omegaconf import OmegaConf
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from backbones import build_backbone, weights
+from backbones.checkpoint_file import CheckpointError
 from backbones.hydra_configs import backbone_node
-from backbones.weights import WeightsError, hub_cache_path, read_state_dict
+from backbones.weights import PartialWeightsError, WeightsError, hub_cache_path, read_state_dict
 from tasks.classification.model import ClassificationModel
 from tasks.init_from import init_from
 
@@ -89,13 +90,15 @@ def test_counts_strict_and_shape_mismatch(tmp_path, caplog):
     torch.save(sd, path)
     net = build_backbone("resnet18")
     with caplog.at_level(logging.INFO, logger="backbones.weights"):
-        report = weights.load_matching(net, read_state_dict(path), str(path), verbose=True)
+        # partial: the skipped layer4.1.conv2 alone is 21% of resnet18's elements (refused by default, see below)
+        report = weights.load_matching(net, read_state_dict(path), str(path), partial=True, verbose=True)
     assert report.missing == ["layer4.1.bn2.bias"]
     assert sorted(report.unexpected) == ["extra.weight", "fc.bias", "fc.weight"]
     assert list(report.mismatched) == ["layer4.1.conv2.weight"]
     n_model = len([k for k in net.state_dict() if not k.endswith("num_batches_tracked")])
     assert len(report.loaded) == n_model - 2
     assert "1 missing, 3 unexpected, 1 shape-mismatched" in caplog.text and "layer4.1.conv2.weight" in caplog.text
+    assert "21.1% of the model's tensor elements not loaded" in caplog.text
     assert net.layer4[1].conv2.weight.abs().sum() > 0  # skipped, not loaded
     with pytest.raises(WeightsError, match=r"layer4\.1\.bn2\.bias(.|\n)*layer4\.1\.conv2\.weight"):
         build_backbone("resnet18", weights=str(path), weights_strict=True)
@@ -115,12 +118,12 @@ def test_in_chans_adapts_first_conv(tmp_path):
 def test_not_a_state_dict_is_refused(tmp_path):
     path = tmp_path / "pickled.pth"
     torch.save(Custom(), path)
-    with pytest.raises(WeightsError, match=r"pickled\.pth is not a plain state dict"):
+    with pytest.raises(CheckpointError, match=r"pickled\.pth holds pickled Python objects \(\S*Custom\)"):
         build_backbone("resnet18", weights=str(path))
     torch.save({"epoch": 1, "hparams": {"a": 1}}, tmp_path / "nothing.pth")
     with pytest.raises(WeightsError, match="not a state dict"):
         build_backbone("resnet18", weights=str(tmp_path / "nothing.pth"))
-    with pytest.raises(WeightsError, match="does not exist"):
+    with pytest.raises(CheckpointError, match=r"backbone.weights=\S*missing.pth does not exist"):
         build_backbone("resnet18", weights=str(tmp_path / "missing.pth"))
 
 
@@ -145,24 +148,28 @@ def test_offline_error_names_the_cache_path(tmp_path, monkeypatch):
     build_backbone("resnet50", weights="IMAGENET1K_V2", weights_strict=True)
 
 
-def test_torchvision_names_resolve_to_their_urls(monkeypatch):
+def test_torchvision_names_resolve_to_their_urls(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     asked = []
 
-    def fake_download(url, **kwargs):
-        asked.append((url, kwargs))
-        return _reference("resnet18").state_dict()
+    def fake_download(url, dst, *args, **kwargs):
+        asked.append(url)
+        torch.save(_reference("resnet18").state_dict(), dst)
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
     for name in ("DEFAULT", "IMAGENET1K_V1", "ResNet18_Weights.IMAGENET1K_V1"):
         build_backbone("resnet18", weights=name)
     url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
-    assert [u for u, _ in asked] == [url] * 3
-    assert asked[0][1]["weights_only"] is True and asked[0][1]["check_hash"] is False
-    assert hub_cache_path(url).name == "resnet18-f37072fd.pth"
+    assert asked == [url]  # downloaded once into torch hub's cache, then read from there
+    assert hub_cache_path(url).name == "resnet18-f37072fd.pth" and hub_cache_path(url).is_file()
     build_backbone("resnet18", weights="https://example.com/w/my.pth")
-    assert asked[-1][0] == "https://example.com/w/my.pth"
+    assert asked[-1] == "https://example.com/w/my.pth"
     with pytest.raises(WeightsError, match="IMAGENET1K_V1"):
         build_backbone("resnet18", weights="IMAGENET9K")
+    # a cached download goes through the same weights_only reader as a local file
+    torch.save(Custom(), hub_cache_path("https://example.com/w/bad.pth"))
+    with pytest.raises(CheckpointError, match=r"https://example.com/w/bad.pth, cached as \S*bad.pth holds pickled"):
+        build_backbone("resnet18", weights="https://example.com/w/bad.pth")
 
 
 def test_timm_state_dict_file_and_tag(tmp_path, monkeypatch):
@@ -192,11 +199,32 @@ def test_timm_state_dict_file_and_tag(tmp_path, monkeypatch):
 def test_weights_options_in_hydra_group():
     node = backbone_node("resnet50")
     assert node["weights"] is None and node["weights_strict"] is False and node["weights_verbose"] is False
+    assert node["weights_partial"] is False
 
 
-def _ckpt(model: torch.nn.Module, path) -> None:
+def test_another_architectures_weights_are_refused_unless_partial(tmp_path, caplog):
+    ref = _reference("resnet50")
+    path = tmp_path / "r50.pth"
+    torch.save(ref.state_dict(), path)
+    with pytest.raises(PartialWeightsError) as err:
+        build_backbone("resnet18", weights=str(path))
+    message = str(err.value)
+    assert f"{path} would leave 44% of the backbone resnet18 at its random initialisation" in message
+    assert "77 tensors loaded, 0 missing, 23 shape-mismatched: layer1.0.conv1.weight" in message
+    assert "These weights look like resnet50's (they fill 100% of it): pass backbone=resnet50" in message
+    assert "or backbone.weights_partial=true to train from the 56% that fits" in message
+    with caplog.at_level(logging.WARNING, logger="backbones.weights"):
+        net = build_backbone("resnet18", weights=str(path), weights_partial=True)
+    torch.testing.assert_close(net.conv1.weight, ref.conv1.weight)  # what fits is loaded
+    assert "23 shape-mismatched" in caplog.text and "43.8% of the model's tensor elements not loaded" in caplog.text
+    # a first conv adapted to other input channels counts as loaded: no refusal
+    build_backbone("resnet50", in_chans=1, weights=str(path))
+
+
+def _ckpt(model: torch.nn.Module, path, backbone: str | None = None) -> None:
+    config = {"task": {"name": "classification"}, **({"backbone": {"name": backbone}} if backbone else {})}
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "hyper_parameters": {"class_names": ["a", "b", "c"], "config": {"task": {"name": "classification"}}},
+                "hyper_parameters": {"class_names": ["a", "b", "c"], "config": config},
                 "pytorch-lightning_version": "2.6.6"}, path)
 
 
@@ -235,3 +263,23 @@ def test_init_from_through_build_task_and_a_neck(tmp_path):
     for k, v in src.body.state_dict().items():
         torch.testing.assert_close(module.model.body.body.state_dict()[k], v)
     assert OmegaConf.select(cfg, "init_from") == str(tmp_path / "run.ckpt")
+
+
+def test_init_from_another_backbone_is_refused_unless_partial(tmp_path):
+    torch.manual_seed(0)
+    src = ClassificationModel(build_backbone("resnet18", out_levels=["c5"]), num_classes=3)
+    _ckpt(src, tmp_path / "r18.ckpt", backbone="resnet18")
+    _ckpt(src, tmp_path / "bare.ckpt")  # no stored backbone: the cause is inferred from the shapes
+    r50 = ClassificationModel(build_backbone("resnet50", out_levels=["c5"]), num_classes=3)
+    with pytest.raises(PartialWeightsError) as err:
+        init_from(r50, tmp_path / "r18.ckpt", backbone_name="resnet50")
+    message = str(err.value)
+    assert f"init_from={tmp_path / 'r18.ckpt'} would leave 73% of the backbone resnet50" in message
+    assert ("The checkpoint's run was trained with backbone=resnet18 (its stored config): pass backbone=resnet18"
+            in message)
+    assert "or init_from_partial=true to train from the 27% that fits" in message
+    with pytest.raises(PartialWeightsError, match="These weights look like resnet18's .*: pass backbone=resnet18"):
+        init_from(r50, tmp_path / "bare.ckpt", backbone_name="resnet50")
+    report = init_from(r50, tmp_path / "r18.ckpt", partial=True, backbone_name="resnet50")
+    torch.testing.assert_close(r50.body.conv1.weight, src.body.conv1.weight)
+    assert report.reinitialised == ["fc.weight"]  # 512 -> 2048 features: a fresh head

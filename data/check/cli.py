@@ -25,15 +25,21 @@ so the check reads exactly the data a training run would (layout, explicit paths
 
 Every image and mask is decoded. The report lists per split the number of images, the counts per class
 (ImageFolder: images; COCO: boxes and images; masks: pixels and images), images without labels, min / median /
-max width and height, and every problem with its file, image or annotation id and the fix: broken or missing
-files, unpaired images / masks, boxes outside the image or empty, unknown category or image ids, duplicate ids,
-mask values that are neither a class nor the ignore value, mask / image size mismatches, masks that are not
-single-channel, bad class lists.
+max width and height, and every problem with its file, image or annotation id and the fix. Errors (training
+would stop): broken or missing files, unpaired images / masks, boxes outside the image or under 1 px, boxes
+written as [x1, y1, x2, y2], a train / val / test json without annotations, two image ids with one file_name,
+unknown category or image ids, duplicate ids, mask values that are neither a class nor the ignore value,
+JPEG masks, mask / image size mismatches, masks that are not single-channel, a split whose masks label no
+pixel, bad class lists, data.image_size under 32. Warnings (skipped, or likely wrong): files that are not
+images, broken symbolic links, files in sub-folders of mask folders, masks with no labelled pixel, sizes far
+from the data's own (data.image_size, data.eval_size, task.model.min_size). Notes: images in sub-folders of a
+class folder (included, as torchvision's ImageFolder does), 16-bit images and how they are scaled, images
+without labels, a last batch of one image that training leaves out.
 
   --limit N    show the first N problems of each kind (default 20)
   -h, --help   this text
 
-Exit code: 0 no errors (warnings allowed), 1 errors found, 2 bad command line or config.
+Exit code: 0 no errors (warnings and notes allowed), 1 errors found, 2 bad command line or config.
 """
 
 

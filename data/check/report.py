@@ -10,7 +10,7 @@ from rich.text import Text
 
 from .scan import Report, size_stats
 
-STYLE = {"error": "bold red", "warning": "yellow"}
+STYLE = {"error": "bold red", "warning": "yellow", "note": "cyan"}
 
 
 def plural(n: int, word: str) -> str:
@@ -49,14 +49,25 @@ def classes_table(report: Report) -> Table | None:
     return table
 
 
+def verdict(errors: int, warnings: int, notes: int) -> str:
+    """The summary line: errors block training; warnings (something skipped or likely wrong) ask for a look."""
+    counts = f"{plural(errors, 'error')}, {plural(warnings, 'warning')}"
+    counts += f", {plural(notes, 'note')}" if notes else ""
+    if errors:
+        return f"{counts}: fix the errors before training"
+    if warnings:
+        return f"{counts}: training would run, but read the warnings first"
+    return f"{counts}: ready to train"
+
+
 def print_report(report: Report, console: Console, limit: int = 20) -> None:
-    """The tables, then up to `limit` problems of each kind (errors first) and the summary line."""
+    """The tables, then up to `limit` problems of each kind (errors, warnings, notes) and the summary line."""
     console.rule(Text(f"data check: {report.title}"))
     console.print(splits_table(report))
     table = classes_table(report)
     if table is not None:
         console.print(table)
-    for severity in ("error", "warning"):
+    for severity in ("error", "warning", "note"):
         found = [p for p in report.problems.found if p.severity == severity]
         for kind, group in groupby(sorted(found, key=lambda p: p.kind), key=lambda p: p.kind):
             group = list(group)
@@ -66,6 +77,5 @@ def print_report(report: Report, console: Console, limit: int = 20) -> None:
             if len(group) > limit:
                 console.print(Text(f"  ... and {len(group) - limit} more {kind} {severity}s"))
     errors, warnings = report.problems.count("error"), report.problems.count("warning")
-    verdict = "fix the errors before training" if errors else "ready to train"
-    console.print(Text(f"{plural(errors, 'error')}, {plural(warnings, 'warning')}: {verdict}",
-                       style=STYLE["error"] if errors else "bold green"))
+    style = STYLE["error"] if errors else STYLE["warning"] if warnings else "bold green"
+    console.print(Text(verdict(errors, warnings, report.problems.count("note")), style=style))

@@ -14,14 +14,14 @@ import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..classification import ImageFolderDataModule
-from ..coco import CocoImage, CocoIndex, check_image_size, load_coco
+from ..coco import CocoImage, CocoIndex, check_annotated, check_image_size, load_coco
 from ..detection import CocoDetectionDataModule
 from ..errors import DataError, Problems
 from ..imagefolder import scan_split
 from ..images import load_rgb
-from ..masks import check_classes, check_mask, check_mask_size, coco_mask, load_mask, read_classes, scan_mask_split
+from ..masks import check_classes, check_pair, coco_mask, read_classes, report_unlabelled, scan_mask_split
 from ..segmentation import CocoSegmentationDataModule, MaskDataModule
-from ..splits import split_folder
+from ..splits import report_drop_last, split_folder
 
 SPLITS = ("train", "val", "test")
 
@@ -62,9 +62,10 @@ class Item:
 
 
 def image_size(path: Path, problems: Problems) -> tuple[int, int] | None:
-    """(width, height) of the image as training decodes it (`load_rgb`), or None and its DataError as a problem."""
+    """(width, height) of the image as training decodes it (`load_rgb`, which notes 16-bit images), or None and
+    its DataError as a problem."""
     try:
-        return load_rgb(path).size
+        return load_rgb(path, notes=problems).size
     except DataError as err:
         problems.error("broken file" if path.exists() else "missing file", str(err))
         return None
@@ -126,6 +127,15 @@ def _folder_splits(root: Path) -> tuple[list[SplitReport], list[tuple[str, Path,
     return reports, todo
 
 
+def check_training_shape(dm: Any, splits: list[SplitReport], problems: Problems) -> None:
+    """What training says at setup about the train split as a whole: sizes far from the configured ones, and a
+    last batch of one image that is dropped."""
+    train = next((s for s in splits if s.name == "train" and not s.same_as), None)
+    if train is not None and train.images:
+        dm.check_sizes(train.sizes, problems)
+        report_drop_last(train.images, dm.batch_size, 1, problems)
+
+
 def check_imagefolder(dm: ImageFolderDataModule, scanner: Scanner) -> Report:
     problems = scanner.problems
     train = scan_split(_fallback(dm.root, "train")[0], None, problems)
@@ -138,6 +148,7 @@ def check_imagefolder(dm: ImageFolderDataModule, scanner: Scanner) -> Report:
             return Item(image_size(sample[0], local), {"images": Counter([classes[sample[1]]])}, True, local)
 
         scanner.run(split, index.samples, check)
+    check_training_shape(dm, splits, problems)
     return Report(f"ImageFolder {dm.root}", train.classes, ["images"], splits, problems)
 
 
@@ -149,27 +160,29 @@ def check_masks(dm: MaskDataModule, scanner: Scanner) -> Report:
     num_classes = len(classes) if checked else None  # a bad class list is reported once, above
     splits, todo = _folder_splits(dm.root)
     for _, split_dir, split in todo:
+        unlabelled: list[Path] = []  # appended from the worker threads (list.append is atomic)
 
-        def check(pair: tuple[Path, Path]) -> Item:
+        def check(pair: tuple[Path, Path], unlabelled: list[Path] = unlabelled) -> Item:
             image_path, mask_path = pair
             local = Problems(strict=False)
             size = image_size(image_path, local)
-            mask = load_mask(mask_path, local)
+            mask = check_pair(mask_path, image_path, size, num_classes or None, ignore, local)
             if mask is None:
                 return Item(size, {}, None, local)
-            if size:
-                check_mask_size(mask, mask_path, size, image_path, local)
-            if num_classes:
-                check_mask(mask, mask_path, num_classes, ignore, local)
             pixels = pixel_counts(mask, classes, ignore)
             labelled = bool(((mask != 0) & (mask != ignore)).any())
-            if not labelled:
-                local.warning("no labels", f"mask {mask_path} has only background (0) and ignore ({ignore}) pixels; "
-                                           "fine for an image without objects, else re-export the mask")
+            if mask.size and (mask == ignore).all():
+                unlabelled.append(mask_path)  # reported for the split as a whole, below
+            elif not labelled:
+                local.note("no labels", f"mask {mask_path} has only background (0) and ignore ({ignore}) pixels; "
+                                        "fine for an image without objects, else re-export the mask")
             return Item(size, {"pixels": pixels, "images": Counter(c for c in pixels if not c.startswith("("))},
                         labelled, local)
 
-        scanner.run(split, scan_mask_split(split_dir, problems).samples, check)
+        samples = scan_mask_split(split_dir, problems).samples
+        scanner.run(split, samples, check)
+        report_unlabelled(split_dir / "masks", sorted(unlabelled), len(samples), ignore, problems)
+    check_training_shape(dm, splits, problems)
     return Report(f"image / mask folders {dm.root}", classes, ["pixels", "images"], splits, problems)
 
 
@@ -198,11 +211,15 @@ def check_coco(dm: CocoDetectionDataModule, scanner: Scanner) -> Report:
         categories = train.category_ids if train is not None and train.category_ids else None
         index = load_coco(annotations, images, category_ids=categories, drop_bad_boxes=dm.drop_bad_boxes,
                           segmentation=segmentation, problems=problems)
+        check_annotated(index, name, problems, segmentation)
         if name == "train":
             train = index
         names = [f"{n} (id {c})" for n, c in zip(index.class_names, index.category_ids)]
         scanner.run(split, index.images, _coco_check(index, names, segmentation, getattr(dm, "ignore_index", 255)))
     names = [f"{n} (id {c})" for n, c in zip(train.class_names, train.category_ids)] if train else []
+    if train is not None and train.images:  # the sizes the json gives, as training reads them
+        dm.check_sizes([(rec.width, rec.height) for rec in train.images], problems)
+        report_drop_last(len(train.images), dm.batch_size, 1, problems)
     if segmentation and train is not None and train.category_ids:
         check_classes(["background", *train.class_names], dm.ignore_index, str(train.json_path), problems)
     metrics = ["boxes", "images", "pixels"] if segmentation else ["boxes", "images"]
@@ -217,8 +234,8 @@ def _coco_check(index: CocoIndex, names: list[str], segmentation: bool, ignore: 
         boxes = Counter(names[label - 1] for label in rec.labels.tolist())
         counts = {"boxes": boxes, "images": Counter(boxes.keys())}
         if not boxes:
-            local.warning("no labels", f"{index.json_path}: image id {rec.image_id} ({rec.path}) has no annotations; "
-                                       "it is kept as a negative example (add its objects if it has any)")
+            local.note("no labels", f"{index.json_path}: image id {rec.image_id} ({rec.path}) has no annotations; "
+                                    "it is kept as a negative example (add its objects if it has any)")
         if size and check_image_size(rec, size, index.json_path, local) and segmentation:
             pixels = pixel_counts(coco_mask(rec, len(names) + 1, ignore), ["background", *names], ignore)
             counts |= {"pixels": pixels, "images": Counter(c for c in pixels if not c.startswith("("))}

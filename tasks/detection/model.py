@@ -23,7 +23,8 @@ class DetectionModel(nn.Module):
         body: backbone + neck. With several levels they must share one width (an FPN); a plain backbone
             is used through its single deepest level.
         num_classes: object classes K, without background (the detector predicts K + 1).
-        anchor_sizes: one tuple of sizes per level; default `8 * stride` per level (32..512 on p2..p6, as torchvision).
+        anchor_sizes: one tuple of sizes per level; default `8 * stride` per level (32..512 on p2..p6, as torchvision),
+            and (32, 64, 128, 256, 512) on a single level.
         aspect_ratios: anchor height/width ratios, the same on every level.
         roi_levels: levels RoIAlign pools from; default every level with stride <= 32 (p2..p5), as torchvision.
         roi_output_size, roi_sampling_ratio: RoIAlign's output side and sampling points per bin.
@@ -64,7 +65,10 @@ class DetectionModel(nn.Module):
             )
         levels = list(shapes)
         if anchor_sizes is None:
-            anchor_sizes = [(8 * shapes[lvl].stride,) for lvl in levels]
+            # one size per level (8 x stride: 32..512 on p2..p6) as torchvision's FPN models; a single level gets all
+            # five, as torchvision's own single-feature-map example (8 x 32 = 256 px alone would miss small objects)
+            anchor_sizes = ([(8 * shapes[lvl].stride,) for lvl in levels] if len(levels) > 1
+                            else [(32, 64, 128, 256, 512)])
         if len(anchor_sizes) != len(levels):
             raise ValueError(f"anchor_sizes has {len(anchor_sizes)} entries for {len(levels)} levels {levels}")
         if roi_levels is None:

@@ -48,14 +48,14 @@ class DetectionTask(TaskModule):
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         return self.model(list(images))
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         images, targets = batch
         losses = self.model(list(images), [without_crowd(t) for t in targets])
         loss = sum(losses.values())
         n = len(images)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=n)
-        return loss
+        return {"loss": loss, **losses}  # the terms, for the divergence guard's message
 
     def _evaluate(self, batch: Batch, metrics: CocoBoxMetrics) -> list[dict[str, Tensor]]:
         images, targets = batch

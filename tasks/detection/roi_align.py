@@ -99,7 +99,8 @@ def sparse_roi_align(feats: list[Tensor], rois: Tensor, levels: Tensor, scales: 
     m, m_t = interpolation_matrix(rois.detach(), levels, torch.tensor(scales, dtype=rois.dtype), heights, widths,
                                   offsets, output_size, sampling_ratio, flat.shape[0], transpose=grad)
     out = _SparseMatmul.apply(m, m_t, flat) if grad else m @ flat
-    return out.view(rois.shape[0], *output_size, -1).permute(0, 3, 1, 2)
+    # the channel count spelled out: with zero RoIs (an early model, nothing above threshold) `-1` is ambiguous
+    return out.view(rois.shape[0], *output_size, flat.shape[1]).permute(0, 3, 1, 2)
 
 
 class SparseMultiScaleRoIAlign(MultiScaleRoIAlign):

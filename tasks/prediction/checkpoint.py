@@ -1,21 +1,28 @@
-"""A Cerberus checkpoint -> the task module, rebuilt from the config, class names and category ids stored in it."""
+"""A Cerberus checkpoint -> the task module, rebuilt from the config, class names and category ids stored in it.
+
+Files are read by `backbones.checkpoint_file.read_checkpoint` (re-exported here), the one reader of every entry
+point: `torch.load(weights_only=True)`; a file holding pickled Python objects is refused, never run.
+"""
 
 from __future__ import annotations
 
 import logging
-import pickle
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from backbones.checkpoint_file import CheckpointError, read_checkpoint
 
 from ..base import TaskModule
 from ..build import build_task
 
 log = logging.getLogger(__name__)
 
+__all__ = ["CheckpointError", "LoadedCheckpoint", "load_checkpoint", "read_checkpoint", "stored_run",
+           "without_weight_sources"]
 
 
 @dataclass
@@ -31,24 +38,12 @@ class LoadedCheckpoint:
         return str(self.config.task.name)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """torch.load on the CPU, tensors and plain containers only (`weights_only=True`); a checkpoint holding other
-    pickled objects is loaded in full with a warning (do that only for files you trust)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; pass the .ckpt of a Cerberus run, "
-                                "e.g. ckpt=outputs/<task>/<backbone>/<time>/checkpoints/last.ckpt")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        log.warning("%s holds more than tensors and plain values (%s); loading it in full", path,
-                    str(err).splitlines()[0])
-        return torch.load(path, map_location="cpu", weights_only=False)
-
-
-def stored_run(state: dict[str, Any], path: str | Path) -> tuple[DictConfig, list[str], list[int] | None]:
+def stored_run(state: Any, path: str | Path) -> tuple[DictConfig, list[str], list[int] | None]:
     """The config, class names and category ids that `TaskModule` saved with the weights."""
-    hp = state.get("hyper_parameters") or {}
+    hp = (state.get("hyper_parameters") if isinstance(state, Mapping) else None) or {}
+    if not isinstance(state, Mapping) or "state_dict" not in state:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' in it); pass the .ckpt that "
+                              "Cerberus' train.py wrote, e.g. outputs/<task>/<backbone>/<time>/checkpoints/last.ckpt")
     if not hp.get("config") or not hp.get("class_names"):
         raise ValueError(f"{path} has no stored run config or class names: it was not written by Cerberus' "
                          "train.py (hyper_parameters['config'] / ['class_names'] are missing)")
@@ -64,9 +59,9 @@ def without_weight_sources(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
+def load_checkpoint(path: str | Path, what: str = "ckpt=") -> LoadedCheckpoint:
     """Rebuild the task module with `build_task` from what the checkpoint stores and load its weights."""
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, what)
     cfg, class_names, category_ids = stored_run(state, path)
     module = build_task(without_weight_sources(cfg), class_names, category_ids)
     module.load_state_dict(state["state_dict"])

@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 from torch.utils.data import Dataset
 
-from data.images import IMAGE_EXTENSIONS, is_image_file
+from data.images import IMAGE_EXTENSIONS, is_image_file, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,11 @@ class Failure:
 
 
 def read_rgb(path: Path) -> Image.Image:
-    """Decode fully, so truncation is caught here rather than in the model; grey, palette, RGBA -> RGB."""
+    """Decode fully, so truncation is caught here rather than in the model; grey, palette, RGBA, 16-bit -> RGB
+    exactly as training reads them (`data.images.to_rgb`)."""
     with Image.open(path) as img:
         img.load()
-        return img.convert("RGB")
+        return to_rgb(img)
 
 
 class ImageDataset(Dataset):

@@ -53,7 +53,7 @@ class SegmentationTask(TaskModule):
         """(B, 3, H, W) -> logits (B, K, H, W)."""
         return self.model(images)
 
-    def _step(self, batch: Batch, split: str) -> tuple[Tensor, Tensor]:
+    def _step(self, batch: Batch, split: str) -> tuple[dict[str, Tensor], Tensor]:
         images, masks = batch
         logits = self.model(images)
         terms = self.criterion(logits, masks)
@@ -63,10 +63,10 @@ class SegmentationTask(TaskModule):
                  batch_size=len(images), sync_dist=not on_step)
         if on_step and len(terms) > 2:  # the separate terms when Dice is on
             self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"}, batch_size=len(images))
-        return terms["loss"], logits
+        return terms, logits
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, "train")[0]
+    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        return self._step(batch, "train")[0]  # {"loss": total, <term>: ...}: the divergence guard names the terms
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         _, logits = self._step(batch, "val")
