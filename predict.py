@@ -3,16 +3,20 @@
     python predict.py ckpt=outputs/.../checkpoints/last.ckpt input=images/ [output=preds] [batch_size=16]
 """
 
+import sys
 import warnings
 
 import hydra
 from omegaconf import DictConfig
+
+from tasks.cli import preflight, user_errors
 
 # Lightning 2.6 calls a torch pytree API that torch >= 2.10 deprecates: noise for every user, nothing to act on
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 @hydra.main(config_path="conf", config_name="predict", version_base="1.3")
+@user_errors  # a user's mistake (a missing file, a checkpoint that is not one, no GPU): one line, exit 2
 def main(cfg: DictConfig) -> None:
     from tasks.prediction.arguments import check_arguments
 
@@ -23,4 +27,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    preflight("predict", sys.argv[1:], "predict.py")
     main()

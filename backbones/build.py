@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .base import Backbone
-from .norm import convert_norm
+from .catalog import LEVELS
 from .registry import BACKBONES, NECKS
-from .staged import LEVELS
-from .weights import load_backbone_weights, wants_weights
+
+if TYPE_CHECKING:  # torch is imported when something is built, not when configs are composed (fast --help)
+    from .base import Backbone
 
 # keys of the `backbone` config that are read by the task, not by the builder, with their defaults
 TASK_KEYS = {
@@ -52,6 +52,9 @@ def build_backbone(
         kwargs: passed to the underlying torchvision / timm constructor (e.g. `drop_path_rate`).
         builder_args: builder-specific arguments (`model_name` for `timm`).
     """
+    from .norm import convert_norm
+    from .weights import load_backbone_weights, wants_weights
+
     model = BACKBONES.build(name, in_chans=in_chans, out_levels=list(out_levels), **builder_args, **(kwargs or {}))
     if wants_weights(weights):
         # before the norm conversion, so FrozenBatchNorm takes the pretrained statistics

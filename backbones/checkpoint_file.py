@@ -16,12 +16,14 @@ from typing import Any
 
 import torch
 
+from .errors import UserError
+
 CONVERTER = "python -m backbones.convert_checkpoint"
 # how torch.save's legacy (non-zip) format begins: the pickled magic number 0x1950a86a20f9469cfc6c
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint / weights file is missing, unreadable or holds pickled Python objects; the message says why.
     `unsafe_globals`: the refused objects (`posix.system`, ...), empty for a missing or unreadable file."""
 

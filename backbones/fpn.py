@@ -11,7 +11,6 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from .base import Backbone, ShapeSpec
-from .registry import register_neck
 
 TOP_BLOCKS = ("maxpool", "p6p7", "none")
 
@@ -62,12 +61,3 @@ class FPN(Backbone):
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return dict(self._shapes)
-
-
-register_neck("fpn", source="torchvision")(FPN)
-
-
-@register_neck("none")
-def no_neck(body: Backbone) -> Backbone:
-    """The identity neck: heads see the backbone's own levels."""
-    return body

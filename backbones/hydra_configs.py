@@ -6,35 +6,20 @@ only list of backbones: registering a builder is all it takes to make it selecta
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
 from .build import TASK_KEYS, build_backbone
-from .registry import BACKBONES, NECKS
-
-
-def _keyword_defaults(fn: Callable, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, param in inspect.signature(fn).parameters.items():
-        if name in skip or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
-            continue
-        default = param.default
-        if default is param.empty:
-            out[name] = "???"  # Hydra's "mandatory value": the user must set it
-        else:
-            out[name] = list(default) if isinstance(default, tuple) else default
-    return out
+from .registry import BACKBONES, NECKS, keyword_defaults
 
 
 def backbone_node(name: str) -> dict[str, Any]:
     """The config of `backbone=<name>`: builder defaults plus the task-side keys."""
-    node = {"name": name, **_keyword_defaults(build_backbone, skip=("name",))}
+    node = {"name": name, **keyword_defaults(build_backbone, skip=("name",))}
     node["kwargs"] = {}
     # builder-specific required arguments, e.g. `model_name` for the generic `timm` entry
-    node.update(_keyword_defaults(BACKBONES.get(name).builder, skip=("in_chans", "out_levels", "model_kwargs")))
+    node.update(BACKBONES.get(name).options(skip=("in_chans", "out_levels", "model_kwargs")))
     node.update(TASK_KEYS)
     return node
 
@@ -47,4 +32,4 @@ def register_configs() -> None:
     for name in BACKBONES.names():
         cs.store(group="backbone", name=name, node=backbone_node(name))
     for name in NECKS.names():
-        cs.store(group="neck", name=name, node={"name": name, **_keyword_defaults(NECKS.get(name).builder, ("body",))})
+        cs.store(group="neck", name=name, node={"name": name, **NECKS.get(name).options(skip=("body",))})

@@ -8,9 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from .base import Backbone, ShapeSpec
+from .catalog import LEVELS
 from .norm import convert_norm
-
-LEVELS = ("c1", "c2", "c3", "c4", "c5")
 
 
 class StagedBackbone(Backbone):

@@ -8,22 +8,8 @@ from collections.abc import Sequence
 import timm
 
 from .base import ShapeSpec
-from .registry import register_backbone
-from .staged import LEVELS, StagedBackbone
-
-# timm models registered under their own names; any other timm name works with `backbone=timm`.
-TIMM_NAMED = (
-    "resnetv2_50",  # pre-activation ResNet-50 (He et al., "Identity Mappings in Deep Residual Networks")
-    "resnetv2_101",
-    "resnet50d",  # ResNet-D: deep stem, avg-pool shortcut
-    "resnet101d",
-    "seresnet50",
-    "seresnext50_32x4d",
-    "seresnext101_32x8d",
-    "ecaresnet50d",
-    "resnest50d",
-    "res2net50_26w_4s",
-)
+from .catalog import LEVELS
+from .staged import StagedBackbone
 
 
 def timm_backbone(
@@ -49,18 +35,3 @@ def timm_backbone(
     first = len(strides) - len(LEVELS)
     taps = {name: LEVELS[int(idx) - first] for name, idx in feats.return_layers.items() if int(idx) >= first}
     return StagedBackbone(list(feats.items()), taps, shapes, out_levels)
-
-
-def _build(name: str):
-    def build(**kwargs) -> StagedBackbone:
-        return timm_backbone(name, **kwargs)
-
-    build.__doc__ = f"timm's {name} as a Backbone returning c1..c5."
-    return build
-
-
-for _name in TIMM_NAMED:
-    register_backbone(_name, source="timm")(_build(_name))
-
-# `backbone=timm backbone.model_name=<any timm name>`
-register_backbone("timm", source="timm")(timm_backbone)

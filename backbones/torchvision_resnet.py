@@ -8,21 +8,8 @@ import torchvision
 from torch import nn
 
 from .base import ShapeSpec
-from .registry import register_backbone
-from .staged import LEVELS, StagedBackbone
-
-TORCHVISION_RESNETS = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "resnext101_64x4d",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-)
+from .catalog import LEVELS
+from .staged import StagedBackbone
 
 
 def _out_channels(stage: nn.Module) -> int:
@@ -60,17 +47,11 @@ def resnet_backbone(
     return StagedBackbone(children, taps, shapes, out_levels)
 
 
-def _build(name: str):
-    def build(*, in_chans: int = 3, out_levels: Sequence[str] = LEVELS, **model_kwargs) -> StagedBackbone:
-        model = getattr(torchvision.models, name)(weights=None, **model_kwargs)
-        if in_chans != 3:
-            old = model.conv1
-            model.conv1 = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
-        return resnet_backbone(model, out_levels)
-
-    build.__doc__ = f"torchvision.models.{name} as a Backbone returning c1..c5."
-    return build
-
-
-for _name in TORCHVISION_RESNETS:
-    register_backbone(_name, source="torchvision")(_build(_name))
+def torchvision_resnet(arch: str, *, in_chans: int = 3, out_levels: Sequence[str] = LEVELS,
+                       **model_kwargs) -> StagedBackbone:
+    """`torchvision.models.<arch>` (random init) as a Backbone returning c1..c5; `in_chans` != 3 replaces conv1."""
+    model = getattr(torchvision.models, arch)(weights=None, **model_kwargs)
+    if in_chans != 3:
+        old = model.conv1
+        model.conv1 = nn.Conv2d(in_chans, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+    return resnet_backbone(model, out_levels)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import constants as hf_constants
 from torch import Tensor, nn
 
 from .checkpoint_file import read_checkpoint
+from .errors import UserError
 from .registry import BACKBONES
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,7 @@ NO_WEIGHTS = ("", "none", "null", "random")
 PARTIAL_LIMIT = 0.10
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """Weights could not be found, read or matched; the message names the file and the fix."""
 
 
@@ -144,6 +147,23 @@ def hub_cache_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def unreachable(url: str, timeout: float = 3.0) -> str | None:
+    """Why `url`'s host cannot be reached (one connection attempt of at most `timeout` s), or None if it can or if
+    a proxy is configured (the download library goes through it; a direct attempt would prove nothing). Offline,
+    a download then fails in seconds instead of after the libraries' retries."""
+    if any(os.environ.get(v) for v in PROXY_VARIABLES):
+        return None
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout):
+            return None
+    except OSError as err:  # DNS failure, refused, unreachable network, timeout
+        return f"{parsed.hostname} unreachable: {err}"
+
+
 def download_state_dict(url: str) -> dict[str, Tensor]:
     """`url` through torch hub's cache (downloaded once), read by `read_checkpoint`; offline and uncached ->
     WeightsError naming the path."""
@@ -151,6 +171,8 @@ def download_state_dict(url: str) -> dict[str, Tensor]:
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:  # writes a temporary file and renames it: an interrupted download leaves no truncated cache entry
+            if (why := unreachable(url)) is not None:
+                raise OSError(why)
             torch.hub.download_url_to_file(url, str(cached), progress=True)
         except (OSError, TimeoutError) as err:  # URLError, HTTPError, socket timeouts, refused connections
             raise WeightsError(
@@ -170,9 +192,20 @@ def torchvision_weights_url(arch: str, weights: str) -> str:
     try:
         return enum[name.upper()].url
     except KeyError:
-        known = ", ".join(["DEFAULT", *enum.__members__])
+        known = ", ".join(dict.fromkeys(["DEFAULT", *enum.__members__]))  # DEFAULT is also an enum alias
         raise WeightsError(f"torchvision has no weights {weights!r} for {arch}; known: {known} "
                            "(or pass a URL or a local .pth / .safetensors file)") from None
+
+
+def _hf_cached(repo_id: str, filename: str | None = None) -> bool:
+    """True when the Hugging Face cache already holds the weights file (timm tries safetensors, then the .bin)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if hf_constants.HF_HUB_OFFLINE:
+        return True  # the user asked for the cache only: let huggingface_hub say what is missing
+    repo, _, revision = repo_id.partition("@")
+    names = [filename] if filename else ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+    return any(isinstance(try_to_load_from_cache(repo, n, revision=revision or None), str) for n in names)
 
 
 def timm_state_dict(arch: str, tag: str) -> tuple[dict[str, Tensor], str]:
@@ -193,6 +226,8 @@ def timm_state_dict(arch: str, tag: str) -> tuple[dict[str, Tensor], str]:
         return download_state_dict(cfg.url), name
     try:
         args = (cfg.hf_hub_id, cfg.hf_hub_filename) if cfg.hf_hub_filename else (cfg.hf_hub_id,)
+        if not _hf_cached(*args) and (why := unreachable(hf_constants.ENDPOINT)) is not None:
+            raise OSError(why)  # offline: fail now, not after huggingface_hub's retries (about 45 s)
         return unwrap_state_dict(timm.models.load_state_dict_from_hf(*args, weights_only=True), name), name
     except Exception as err:  # huggingface_hub raises several error types for offline / missing files
         from huggingface_hub.constants import HF_HUB_CACHE

@@ -9,8 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from backbones.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """Raised for missing, empty, malformed or unreadable dataset files."""
 
 

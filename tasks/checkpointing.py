@@ -1,4 +1,5 @@
-"""`last.ckpt`: the run's latest state, for resuming after a crash or a preemption.
+"""The run's checkpoints: `last.ckpt`, the latest full state for resuming after a crash or a preemption, and the
+best model by the monitored metric, slim (weights, config and classes).
 
 Lightning's ModelCheckpoint takes one trigger (every N steps, every N epochs or every T minutes) and its
 `save_last` follows that trigger; with the `monitor`ed best model it rewrites `last.ckpt` only when it saves.
@@ -13,8 +14,10 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
@@ -77,3 +80,26 @@ class LastCheckpoint(L.Callback):
     def _replace(self, tmp: Path) -> None:
         os.replace(tmp, self.path)
         log.debug("saved %s", self.path)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (the best model by `monitor`) written without the training state: no optimizer
+    or LR-schedule state (AdamW's doubles a file's size), no copy of the pre-EMA weights. It keeps the weights (EMA's
+    averaged ones when EMA is on: every callback's checkpoint hook runs first), the run config, the class names and
+    the counters, which is what testing, `predict.py`, `init_from` and export read; `last.ckpt` keeps the full state
+    for resuming. Like ModelCheckpoint it writes nothing under `fast_dev_run`."""
+
+    TRAINING_STATE = ("optimizer_states", "lr_schedulers", "current_model_state", "averaging_state")
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        with trainer.profiler.profile("save_checkpoint"):
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            for key in self.TRAINING_STATE:
+                checkpoint.pop(key, None)
+            trainer.strategy.save_checkpoint(checkpoint, filepath)
+            trainer.strategy.barrier("BestCheckpoint.save")
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))

@@ -59,7 +59,10 @@ def wandb_logger(mode: str = "auto", save_dir: str = ".", **kwargs: Any) -> Wand
     if run_id:
         kwargs.update(id=run_id, resume="allow")
         log.info("W&B: continuing run %s", run_id)
-    return WandbLogger(save_dir=save_dir, offline=mode == "offline", mode=mode, **kwargs)
+    logger = WandbLogger(save_dir=save_dir, offline=mode == "offline", mode=mode, **kwargs)
+    # Lightning always passes `anonymous` (None when unset); wandb >= 0.2x warns that the setting has no effect
+    logger._wandb_init.pop("anonymous", None)
+    return logger
 
 
 class _AppendingWriter(ExperimentWriter):

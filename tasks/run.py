@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +23,8 @@ from .bn_calibration import resolve_norm_policy
 from .build import build_task
 from .prediction.checkpoint import read_checkpoint, without_weight_sources
 from .prediction.evaluation import check_evaluation_checkpoint, check_same_classes
+from .progress import stdout_is_terminal
+from .quiet import quiet_libraries
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ def _setup(cfg: DictConfig) -> tuple[Path, L.LightningDataModule, TaskModule, An
     """What fitting and evaluating share: checks, seed, the stored config, data, model, logger and Trainer."""
     check_complete(cfg)
     _single_log_stream()
+    quiet_libraries(bool(cfg.get("verbose", False)))
     _sync_batchnorm_only_on_gpu(cfg.trainer)  # before the config is stored, so it records what ran
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -107,7 +111,11 @@ def _setup(cfg: DictConfig) -> tuple[Path, L.LightningDataModule, TaskModule, An
 
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     callbacks = _instantiate_all(cfg.get("callbacks")) + extra_callbacks
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    bar = {}
+    if not stdout_is_terminal():  # a redirected bar prints nothing useful: LogProgress's lines are the progress
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        bar = {"enable_progress_bar": False}
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, **bar)
     return run_dir, datamodule, module, logger, trainer
 
 

@@ -7,6 +7,8 @@ nothing heavy, so `--help` stays fast.
 
 from __future__ import annotations
 
+import os
+import traceback
 from datetime import datetime
 from pathlib import Path
 
@@ -38,6 +40,31 @@ def hydra_subdir(ckpt_path: str | None, train: bool) -> str:
 
 
 def register_resolvers() -> None:
-    for name, fn in (("cerberus_run_dir", run_dir), ("cerberus_hydra_subdir", hydra_subdir)):
+    from .cli import config_groups  # `--help`'s list of groups and options
+
+    for name, fn in (("cerberus_run_dir", run_dir), ("cerberus_hydra_subdir", hydra_subdir),
+                     ("cerberus_config_groups", config_groups)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+
+
+FAILED = "FAILED"  # the marker file of a run that ended with an error
+
+
+def mark_failed(run: str | Path, err: BaseException) -> None:
+    """Write `<run>/FAILED` (the error; a resumed run that then finishes removes it): `ls outputs/*/*/*/FAILED` lists
+    the failed runs. Rank zero only, so DDP ranks do not race on the file."""
+    if os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) != "0":
+        return
+    path = Path(run) / FAILED
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = "".join(traceback.format_exception_only(type(err), err)).strip()
+        path.write_text(f"{datetime.now():%Y-%m-%d %H:%M:%S} {text}\n")
+    except OSError:
+        pass  # a read-only or vanished run directory: the error itself is still reported
+
+
+def clear_failed(run: str | Path) -> None:
+    """A run that finished (e.g. resumed after a failure) is no longer failed."""
+    (Path(run) / FAILED).unlink(missing_ok=True)

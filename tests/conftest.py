@@ -23,6 +23,15 @@ TINY_SYNTHETIC = [
 ]
 
 
+# Under pytest-xdist (`-n 2`) the workers share the cores: each (and every train.py it starts) gets its share of
+# intra-op threads instead of all of them, so two workers do not oversubscribe a 2-core machine.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+    import torch
+
+    torch.set_num_threads(_threads)
+
 # 2 gloo processes on CPU, as a user without GPUs runs DDP
 CPU_DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
 
@@ -72,19 +81,3 @@ def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None,
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
     out, err = proc.stdout[-4000:], proc.stderr[-6000:]
     assert proc.returncode == 0, f"exit {proc.returncode}\nSTDOUT:\n{out}\nSTDERR:\n{err}"
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--matrix", action="store_true",
-                     help="also run the whole registry matrix (tests/test_matrix.py cells marked `matrix`)")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The full registry matrix (about 15 min on 2 cores) runs with --matrix or `python -m tests.matrix`; the
-    default suite runs its inner-loop cells (every torchvision depth and one timm model per family, detection)."""
-    if config.getoption("--matrix"):
-        return
-    skip = pytest.mark.skip(reason="the whole registry matrix: pass --matrix (or run python -m tests.matrix)")
-    for item in items:
-        if "matrix" in item.keywords:
-            item.add_marker(skip)

@@ -119,9 +119,9 @@ def test_help_lists_groups_and_every_backbone(tmp_path):
 
 def test_unknown_backbone_fails_before_any_work(tmp_path):
     proc = run_train("backbone=nope", cwd=tmp_path)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     err = proc.stderr
-    assert "Could not find 'backbone/nope'" in err
+    assert "backbone=nope is not a known backbone" in err
     assert all(name in err for name in ["resnet18", "resnext101_64x4d", "wide_resnet101_2", "resnetv2_50"])
     assert not (tmp_path / "outputs").exists()  # no run directory, no data generated
 

@@ -1,7 +1,7 @@
-"""The registry as a matrix (tests/matrix.py): every registered backbone x task x {no neck, FPN} takes real optimizer
-steps with finite losses through train.py's own composition and loop. Every torchvision depth and one timm model
-per family in detection run in every suite run; the rest are marked `matrix` and run with `pytest --matrix` or
-`python -m tests.matrix` (about 15 minutes on 2 cores, more than the CI budget leaves)."""
+"""The registry as a matrix: every registered backbone x task x {no neck, FPN} takes real optimizer
+steps with finite losses through train.py's own composition and loop. All 126 cells run in every suite run (CI
+included); the inner loop can skip them with `-m "not matrix"` except the `INNER_LOOP` cells (every torchvision
+depth and one timm model per family, in detection), which carry no marker."""
 
 from __future__ import annotations
 

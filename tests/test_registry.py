@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import timm.layers
@@ -10,7 +13,9 @@ import torch
 import torchvision
 from torch import nn
 
-from backbones import BACKBONES, FPN, LEVELS, build_backbone, build_body
+from backbones import BACKBONES, FPN, LEVELS, NECKS, build_backbone, build_body
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NAMED = [n for n in BACKBONES.names() if n != "timm"]
 REQUIRED = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
@@ -169,3 +174,23 @@ def test_fpn_missing_level_is_explained():
 def test_no_neck_is_identity():
     body = build_body({"name": "resnet18"}, {"name": "none"})
     assert list(body.output_shape()) == list(LEVELS)
+
+
+def test_declared_options_match_the_builders():
+    """The catalog declares each built-in builder's config options (so configs compose without torch): they must
+    be what the builder itself takes."""
+    from backbones.registry import keyword_defaults
+
+    for registry, skip in ((BACKBONES, ("in_chans", "out_levels")), (NECKS, ("body",))):
+        for entry in registry.entries():
+            real = keyword_defaults(entry.builder, skip=(*skip, *entry.bound))
+            assert entry.options(skip=skip) == real, entry.name
+
+
+def test_names_and_configs_need_no_torch():
+    """`train.py --help` and config errors list the registry: that must not import torch, torchvision or timm."""
+    code = ("import sys; from backbones.hydra_configs import register_configs; register_configs(); "
+            "from backbones import BACKBONES, NECKS; BACKBONES.names(); NECKS.names(); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 from conftest import TINY_SYNTHETIC, assert_ok, run_train
+from wandb_log import read_run
 
 # 24 training images, batch 4: 6 optimizer steps per epoch; last.ckpt after every step
 RUN = [*TINY_SYNTHETIC, "data.image_size=32", "data.batch_size=4", "data.num_workers=0", "logger=csv",
@@ -60,15 +61,27 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert _val_epochs(killed) == _val_epochs(whole) == [0, 1, 2]  # one metrics file, each epoch once
 
 
-def test_resume_with_more_epochs_and_onecycle(tmp_path):
+def test_resume_with_more_epochs_onecycle_and_the_same_wandb_run(tmp_path):
     """`trainer.max_epochs` may be raised on resume: the schedule is rebuilt for the new length (torch's OneCycleLR
-    would otherwise stop at its stored total_steps)."""
+    would otherwise stop at its stored total_steps). The resumed run logs to the same W&B run id (offline here: a
+    second `offline-run-*` folder with the same id, which `wandb sync --append` adds to the first)."""
     run = tmp_path / "run"
-    base = [*TINY_SYNTHETIC, "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "logger=csv",
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "WANDB_API_KEY": "", "WANDB_MODE": "", "NETRC": str(home / ".netrc")}
+    base = [*TINY_SYNTHETIC, "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "logger=wandb",
             "callbacks=minimal", "scheduler=onecycle", "test_after_fit=false"]
-    assert_ok(run_train(*base, "trainer.max_epochs=1", f"hydra.run.dir={run}", cwd=tmp_path))
-    assert_ok(run_train(*base, "trainer.max_epochs=3", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-                        cwd=tmp_path))
+    assert_ok(run_train(*base, "trainer.max_epochs=1", f"hydra.run.dir={run}", cwd=tmp_path, env=env))
+    (first,) = (run / "wandb").glob("offline-run-*")
+    resumed = run_train(*base, "trainer.max_epochs=3", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+                        cwd=tmp_path, env=env)
+    assert_ok(resumed)
     state = _state(run)
     assert (state["epoch"], state["global_step"]) == (2, 9)
-    assert _val_epochs(run) == [0, 1, 2]
+
+    runs = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and first in runs
+    assert len({r.name.rsplit("-", 1)[-1] for r in runs}) == 1  # one run id
+    assert f"continuing run {first.name.rsplit('-', 1)[-1]}" in resumed.stdout + resumed.stderr
+    epochs = [sorted({int(row["epoch"]) for row in read_run(r)[1] if "val/acc1" in row}) for r in runs]
+    assert epochs == [[0], [1, 2]]  # each epoch logged once, the resumed part continuing the counters

@@ -150,6 +150,7 @@ def test_offline_error_names_the_cache_path(tmp_path, monkeypatch):
 
 def test_torchvision_names_resolve_to_their_urls(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(weights, "unreachable", lambda url, timeout=3.0: None)  # the downloads below are faked
     asked = []
 
     def fake_download(url, dst, *args, **kwargs):
@@ -189,6 +190,8 @@ def test_timm_state_dict_file_and_tag(tmp_path, monkeypatch):
     build_backbone("resnetv2_50", weights=str(tmp_path / "v2.pth"), weights_strict=True)
     # tags resolve through timm's pretrained cfgs to the Hugging Face hub (download faked)
     asked = []
+    monkeypatch.setattr(weights, "unreachable", lambda url, timeout=3.0: None)
+    monkeypatch.setattr(weights, "_hf_cached", lambda *args: False)
     monkeypatch.setattr(timm.models, "load_state_dict_from_hf", lambda *a, **k: asked.append(a) or ref.state_dict())
     build_backbone("timm", model_name="resnet26d", weights="timm")
     assert asked == [("timm/resnet26d.bt_in1k",)]

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
+from backbones.errors import ConfigError
+
 from .arguments import check_arguments
 from .base import PredictOptions, Predictor
 from .checkpoint import LoadedCheckpoint, load_checkpoint
@@ -30,7 +32,16 @@ def resolve_device(name: str) -> torch.device:
     """"auto": the GPU when there is one, else the CPU; otherwise any torch device string ("cpu", "cuda:1")."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device={name} is not a device: use auto, cpu, cuda or cuda:<index>") from err
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        have = f"{torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available() else "no GPU torch can use"
+        raise ConfigError(f"device={name}: this machine has {have}; use device=auto or device=cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={name}: MPS is not available here; use device=auto or device=cpu")
+    return device
 
 
 def default_output(ckpt: Path) -> Path:

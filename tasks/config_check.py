@@ -1,0 +1,98 @@
+"""Config values checked when the config is composed, before anything is imported or built: a bad value is named
+with its key and a value that works (`ConfigError`), instead of surfacing later as a library's error without the key.
+Imports no torch (it runs before `--cfg job` output and before a run directory is used)."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from backbones.errors import ConfigError
+
+MIN_IMAGE_SIZE = 32  # the backbones' deepest stride: a smaller side leaves c5 without a whole cell
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+# the data modules and the tasks they serve; the advice when a data config meets another task
+DATA_TASKS = {
+    "data.ImageFolderDataModule": ("classification",),
+    "data.CocoDetectionDataModule": ("detection", "segmentation"),
+    "data.CocoSegmentationDataModule": ("segmentation",),
+    "data.MaskDataModule": ("segmentation",),
+}
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_positive(cfg: DictConfig, key: str, example: str, integer: bool = False) -> None:
+    value = _get(cfg, key)
+    if value is None or value == "???":
+        return
+    ok = (_is_int(value) if integer else _is_number(value)) and value > 0
+    if not ok:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{key}={value!r} must be {kind}, e.g. {key}={example}")
+
+
+def _check_task_data(cfg: DictConfig, choices: Mapping[str, str]) -> None:
+    task, target = _get(cfg, "task.name"), _get(cfg, "data._target_")
+    serves = DATA_TASKS.get(str(target))
+    if not task or not serves or task in serves:
+        return
+    data = choices.get("data", str(target))
+    if task == "classification":
+        hint = " or ".join(f"task={t}" for t in serves)
+        raise ConfigError(f"data={data} holds {'boxes and masks' if 'detection' in serves else 'masks'}, not one "
+                          f"label per image, so it cannot train task={task}: did you mean `{hint}`?")
+    needs = {"detection": "boxes (data=coco)", "segmentation": "masks (data=masks or data=coco)"}[task]
+    raise ConfigError(f"data={data} serves task={serves[0]}; task={task} needs {needs}: "
+                      f"{'use task=' + serves[0] if len(serves) == 1 else 'choose the task the data is for'} "
+                      f"or a data config with {needs.split(' (')[0]}")
+
+
+def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
+    """Raise `ConfigError` for the first value that cannot work. `choices`: Hydra's `runtime.choices` (the group
+    options chosen, e.g. {"data": "coco"}) to name them as the user typed them."""
+    _check_positive(cfg, "optim.lr", "1e-3")
+    _check_positive(cfg, "data.batch_size", "8", integer=True)
+    decay = _get(cfg, "optim.weight_decay")
+    if decay is not None and not (_is_number(decay) and decay >= 0):
+        raise ConfigError(f"optim.weight_decay={decay!r} must be 0 or a positive number, e.g. optim.weight_decay=0.05")
+    workers = _get(cfg, "data.num_workers")
+    if workers is not None and not (_is_int(workers) and workers >= 0):
+        raise ConfigError(f"data.num_workers={workers!r} must be 0 (load in the main process) or more, or null "
+                          "(one per CPU core, at most 4)")
+    for key in ("data.image_size", "data.eval_size"):
+        size = _get(cfg, key)
+        if size is not None and not (_is_int(size) and size >= MIN_IMAGE_SIZE):
+            raise ConfigError(f"{key}={size!r} is smaller than the backbone's deepest stride ({MIN_IMAGE_SIZE} px): "
+                              f"use {MIN_IMAGE_SIZE} or more (e.g. {key}=64), or null for the data's own size")
+    min_size = _get(cfg, "task.model.min_size")
+    sides = list(min_size) if OmegaConf.is_list(min_size) else [min_size] if min_size is not None else []
+    if any(not (_is_int(s) and s >= MIN_IMAGE_SIZE) for s in sides):
+        raise ConfigError(f"task.model.min_size={min_size} must be sides of {MIN_IMAGE_SIZE} px or more "
+                          "(e.g. task.model.min_size=[512,640]), the detector's resized short side")
+    epochs = _get(cfg, "trainer.max_epochs")
+    if epochs is not None and not (_is_int(epochs) and epochs >= -1):
+        raise ConfigError(f"trainer.max_epochs={epochs!r} must be a number of epochs (or -1: until max_steps)")
+    accelerator = _get(cfg, "trainer.accelerator")
+    if accelerator is not None and str(accelerator) not in ACCELERATORS:
+        raise ConfigError(f"trainer.accelerator={accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+    devices = _get(cfg, "trainer.devices")
+    if devices is not None and not (devices == "auto" or (_is_int(devices) and (devices >= 1 or devices == -1))
+                                    or OmegaConf.is_list(devices) or isinstance(devices, str)):
+        raise ConfigError(f"trainer.devices={devices!r} must be a count (1, 2, -1 for all), a list of device "
+                          "indices ([0,1]) or auto")
+    _check_task_data(cfg, choices or {})
