@@ -48,7 +48,7 @@ TASK_OVERRIDES: dict[str, list[str]] = {
                      "data.synthetic.image_size=64", "data.image_size=64"],
 }
 HORIZON = 100  # cells run the first steps of a run this long: 5 warm-up steps with the default cosine schedule
-COMMON = ["logger=none", "data.batch_size=2", "data.num_workers=0", "backbone.calibrate_bn_batches=2"]
+COMMON = ["logger=none", "data.batch_size=2", "data.num_workers=0"]
 
 
 @dataclass

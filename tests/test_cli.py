@@ -170,3 +170,24 @@ def test_unknown_torchvision_weights_list_each_tag_once():
     with pytest.raises(WeightsError) as info:
         torchvision_weights_url("resnet50", "IMAGENET")
     assert str(info.value).count("DEFAULT") == 1 and "IMAGENET1K_V2" in str(info.value)
+
+
+def test_file_and_device_mistakes_are_one_line(tmp_path):
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    truncated = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    cases = [
+        ([str(ROOT / "train.py"), f"ckpt_path={text}"], str(text)),
+        ([str(ROOT / "train.py"), f"ckpt_path={truncated}"], str(truncated)),
+        ([str(ROOT / "predict.py"), f"ckpt={text}", f"input={image}"], str(text)),
+        ([str(ROOT / "predict.py"), f"ckpt={text}", f"input={image}", "device=cuda:7"], "device=cuda:7"),
+    ]
+    for args, named in cases:
+        proc = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+        assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr[-2000:])
+        assert named in errors[0], errors[0]

@@ -74,9 +74,9 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     """Run the checkpoint `cfg.ckpt` on `cfg.input`; returns {"images": written, "failed": unreadable}."""
     check_arguments(cfg)
     options = _options(cfg)
-    files = list_images(cfg.input)  # before the model: a wrong path fails at once
-    loaded = load_checkpoint(cfg.ckpt)
+    files = list_images(cfg.input)  # before the model: a wrong path or device fails at once
     device = resolve_device(str(cfg.device))
+    loaded = load_checkpoint(cfg.ckpt)
     module = loaded.module.to(device)
     if getattr(module, "channels_last", False):
         module.model.to(memory_format=torch.channels_last)
