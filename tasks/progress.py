@@ -133,7 +133,10 @@ class LogProgress(L.Callback):
             return
         metrics: dict[str, float] = {}
         for key, value in trainer.callback_metrics.items():
-            if key.endswith("_step") or key.count("/") >= 2 or getattr(value, "numel", lambda: 1)() != 1:
+            # per-step values, per-class entries ("val/IoU/cat") and the LR monitor's lr-* keys (the step lines
+            # carry the lr) stay out of the one line
+            if (key.endswith("_step") or key.count("/") >= 2 or key.startswith("lr-")
+                    or getattr(value, "numel", lambda: 1)() != 1):
                 continue
             name = key.removesuffix("_epoch")  # an epoch aggregate wins over the last step's value
             if key.endswith("_epoch") or name not in metrics:
