@@ -13,7 +13,6 @@ if TYPE_CHECKING:  # torch is imported when something is built, not when configs
 
 # keys of the `backbone` config that are read by the task, not by the builder, with their defaults
 TASK_KEYS = {
-    "lr_mult": 1.0,  # the backbone's lr is lr * lr_mult
     # frozen BatchNorm without pretrained statistics: measure them first (tasks/bn_calibration.py)
     "calibrate_bn": "auto",
     "calibrate_bn_batches": 8,  # training batches those statistics are measured on
@@ -52,10 +51,12 @@ def build_backbone(
         kwargs: passed to the underlying torchvision / timm constructor (e.g. `drop_path_rate`).
         builder_args: builder-specific arguments (`model_name` for `timm`).
     """
+    from .base import Backbone
     from .norm import convert_norm
     from .weights import load_backbone_weights, wants_weights
 
     model = BACKBONES.build(name, in_chans=in_chans, out_levels=list(out_levels), **builder_args, **(kwargs or {}))
+    _check_contract(model, f"backbone {name!r}", Backbone)
     if wants_weights(weights):
         # before the norm conversion, so FrozenBatchNorm takes the pretrained statistics
         load_backbone_weights(model, str(weights), source=BACKBONES.get(name).source,
@@ -72,5 +73,17 @@ def build_body(backbone: Mapping[str, Any], neck: Mapping[str, Any] | None = Non
     body = build_backbone(**args)
     if neck is None:
         return body
+    from .base import Backbone
+
     neck_args = dict(neck)
-    return NECKS.build(neck_args.pop("name"), body=body, **neck_args)
+    name = neck_args.pop("name")
+    out = NECKS.build(name, body=body, **neck_args)
+    _check_contract(out, f"neck {name!r}", Backbone)
+    return out
+
+
+def _check_contract(model: object, what: str, cls: type) -> None:
+    """A registered builder must return a Backbone: heads and training rely on its whole contract."""
+    if not isinstance(model, cls):
+        raise TypeError(f"the builder of {what} returned a {type(model).__name__}, not a backbones.Backbone "
+                        "(forward -> dict of levels, output_shape(), level_modules(), freeze())")

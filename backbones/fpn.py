@@ -10,12 +10,12 @@ from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
-from .base import Backbone, ShapeSpec
+from .base import Backbone, Neck, ShapeSpec
 
 TOP_BLOCKS = ("maxpool", "p6p7", "none")
 
 
-class FPN(Backbone):
+class FPN(Neck):
     """torchvision's FeaturePyramidNetwork over `in_levels` of a backbone.
 
     Output `p{k}` has stride 2**k: with `in_levels` c2..c5 that is p2..p5, plus p6 from `top_block="maxpool"`
@@ -61,3 +61,7 @@ class FPN(Backbone):
 
     def output_shape(self) -> dict[str, ShapeSpec]:
         return dict(self._shapes)
+
+    @property
+    def bottom_up(self) -> Backbone:
+        return self.body

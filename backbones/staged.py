@@ -68,15 +68,11 @@ class StagedBackbone(Backbone):
         """The children that compute `level` from the previous level (the stem for `c1`)."""
         return [self._modules[name] for name in self._level_children.get(level, [])]
 
-    def freeze(self, freeze_at: int) -> None:
-        """Freeze every child that produces c1..c{freeze_at} (0: nothing, 1: the stem, 2: stem + first stage).
-
-        Frozen parts get no gradient and their BatchNorms become FrozenBatchNorm, so their statistics
-        do not drift either (as detectron2 does).
-        """
-        if not 0 <= freeze_at <= len(LEVELS):
-            raise ValueError(f"freeze_at must be in 0..{len(LEVELS)} (got {freeze_at})")
-        for level in LEVELS[:freeze_at]:
+    def freeze(self, at: int) -> None:
+        """Freeze every child that produces c1..c{at} (see `Backbone.freeze`)."""
+        if not 0 <= at <= len(LEVELS):
+            raise ValueError(f"freeze_at must be in 0..{len(LEVELS)} (got {at})")
+        for level in LEVELS[:at]:
             for name in self._level_children.get(level, []):
                 child = convert_norm(self._modules[name], "frozen_bn")
                 child.requires_grad_(False)

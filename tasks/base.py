@@ -13,18 +13,12 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import Metric, MetricCollection
 
-from backbones import Backbone
+from backbones.base import registry_backbone
 
 OptimizerFactory = Callable[..., Optimizer]
 # state-dict entries of torch's LR schedulers that follow from the run's length, not from its progress
 SCHEDULE_SHAPE_KEYS = ("total_steps", "_schedule_phases", "milestones")
 SchedulerFactory = Callable[..., LRScheduler]
-
-
-def backbone_of(body: nn.Module) -> nn.Module:
-    """The registry backbone inside "backbone + neck": necks keep the backbone they wrap as `.body`."""
-    inner = getattr(body, "body", None)
-    return inner if isinstance(inner, Backbone) else body
 
 
 class TaskModule(L.LightningModule):
@@ -92,7 +86,7 @@ class TaskModule(L.LightningModule):
     def param_groups(self) -> list[dict[str, Any]]:
         """Backbone parameters with `lr_mult`, everything else at the base lr; frozen ones (`backbone.freeze_at`)
         left out, those a GradualUnfreeze callback holds back (`deferred_params`) kept in."""
-        backbone_ids = {id(p) for p in backbone_of(self.model.body).parameters()}
+        backbone_ids = {id(p) for p in registry_backbone(self.model.body).parameters()}
         # parameters a fine-tuning callback froze for now still get their place in the optimizer
         deferred = getattr(self, "deferred_params", set())
         trainable = [p for p in self.model.parameters() if p.requires_grad or id(p) in deferred]

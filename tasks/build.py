@@ -35,7 +35,6 @@ def build_task(cfg: DictConfig, class_names: Sequence[str], category_ids: Sequen
         model=model,
         optimizer=instantiate(cfg.optim),
         scheduler=scheduler,
-        backbone_lr_mult=cfg.backbone.lr_mult,
         class_names=list(class_names),
         category_ids=list(category_ids) if category_ids is not None else None,
         run_config=OmegaConf.to_container(cfg, resolve=True),

@@ -24,6 +24,7 @@ from backbones.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_ERROR_STATUS = 2
+MOVED = {"backbone.lr_mult": "task.module.backbone_lr_mult"}  # keys that moved: old -> new
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -148,6 +149,8 @@ def _explain(err: Exception, config_name: str, overrides: list[str], script: str
             base = None
         if "Could not append" in text:
             return f"{key} already exists: set it with {key}=<value> (no +)"
+        if key in MOVED:
+            return f"{key} is now {MOVED[key]}: set {MOVED[key]}=<value>"
         hint = suggest_key(base, key) if base is not None else ""
         return (f"{key} is not a config key.{hint} `python {script} --cfg job` prints every key; "
                 f"+{key}=<value> adds a new one")

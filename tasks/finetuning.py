@@ -11,9 +11,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import Optimizer
 
+from backbones.base import registry_backbone
 from backbones.staged import LEVELS
-
-from .base import backbone_of
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ class GradualUnfreeze(BaseFinetuning):
     `backbone.freeze_at` froze stay frozen; the neck and head always train.
 
     The frozen parameters are in the optimizer from the start (the backbone's param group, at
-    `lr * backbone.lr_mult`, following the run's LR schedule); with no gradient they are not updated, weight
+    `lr * task.module.backbone_lr_mult`, following the run's LR schedule); with no gradient they are not updated, weight
     decay included, until their stage is unfrozen. BatchNorms of frozen stages run in eval mode, so their
     running statistics do not move either.
 
@@ -43,9 +42,7 @@ class GradualUnfreeze(BaseFinetuning):
         self._frozen: dict[str, list[nn.Module]] = {}  # levels still frozen by this callback
 
     def freeze_before_training(self, pl_module: L.LightningModule) -> None:
-        backbone = backbone_of(pl_module.model.body)
-        if not hasattr(backbone, "level_modules"):
-            raise TypeError(f"GradualUnfreeze needs a staged backbone (c1..c5 levels); got {type(backbone).__name__}")
+        backbone = registry_backbone(pl_module.model.body)  # its stages: Backbone.level_modules
         trainable = [lvl for lvl in LEVELS if any(p.requires_grad for m in backbone.level_modules(lvl)
                                                   for p in m.parameters())]
         deepest_first = list(reversed(trainable))

@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from backbones.base import registry_backbone
 from backbones.checkpoint_file import read_checkpoint
 from backbones.weights import (
     PARTIAL_LIMIT,
@@ -29,8 +30,6 @@ from backbones.weights import (
     match_state_dict,
     unwrap_state_dict,
 )
-
-from .base import backbone_of
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +83,7 @@ def init_from(model: nn.Module, path: str | Path, *, partial: bool = False,
     source = str(path)
     checkpoint = read_checkpoint(path, "init_from=")
     state = unwrap_state_dict(checkpoint, source)
-    body, backbone = model.body, backbone_of(model.body)
+    body, backbone = model.body, registry_backbone(model.body)
     body_prefix, backbone_prefix = _module_prefix(model, body), _module_prefix(model, backbone)
     backbone_keys = backbone.state_dict()
 

@@ -23,6 +23,7 @@ from tasks.quiet import quiet_libraries
 MISTAKES = [
     (["trainer.max_epoch=1"], ["trainer.max_epoch", "Did you mean trainer.max_epochs"]),
     (["optim.lrr=1"], ["optim.lrr", "Did you mean optim.lr?"]),
+    (["backbone.lr_mult=0.1"], ["task.module.backbone_lr_mult=<value>"]),
     (["+trainer.max_epochs=3"], ["trainer.max_epochs already exists", "(no +)"]),
     (["backbone=resnet1O"], ["backbone=resnet1O", "Did you mean resnet18", "wide_resnet50_2"]),
     (["optim.lr=-0.01"], ["optim.lr=-0.01", "positive"]),

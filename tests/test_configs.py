@@ -101,7 +101,7 @@ def test_detection_task_defaults_and_overrides(hydra_ctx, tmp_path):
 
 def test_experiment_presets(hydra_ctx, tmp_path):
     cfg = compose_resolved(["experiment=finetune_resnet50"], tmp_path)
-    assert cfg.backbone.name == "resnet50" and cfg.backbone.lr_mult == 0.1 and "AdamW" in cfg.optim._target_
+    assert cfg.backbone.name == "resnet50" and cfg.task.module.backbone_lr_mult == 0.1 and "AdamW" in cfg.optim._target_
     cfg = compose_resolved(["experiment=detection_torchvision"], tmp_path)
     assert cfg.task.name == "detection" and cfg.backbone.name == "resnet50" and cfg.task.model.min_size == 800
     cfg = compose_resolved(["experiment=cls_fpn"], tmp_path)

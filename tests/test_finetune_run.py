@@ -21,7 +21,7 @@ def source_ckpt(tmp_path_factory):
 def test_finetune_from_another_dataset_with_more_classes(source_ckpt, tmp_path):
     data = make_imagefolder(tmp_path / "pets", classes=("ant", "bee", "cat", "dog", "eel"), per_class=2)
     proc = run_train("experiment=smoke", "data=imagefolder", f"data.root={data}", "data.image_size=32",
-                     "data.num_workers=0", f"init_from={source_ckpt}", "backbone.lr_mult=0.1",
+                     "data.num_workers=0", f"init_from={source_ckpt}", "task.module.backbone_lr_mult=0.1",
                      "callbacks=[minimal,gradual_unfreeze]", "callbacks.gradual_unfreeze.unfreeze_at_epoch=0",
                      cwd=tmp_path)
     assert_ok(proc)

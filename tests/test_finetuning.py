@@ -8,8 +8,8 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
+from backbones.base import registry_backbone
 from backbones.staged import LEVELS
-from tasks.base import backbone_of
 from tasks.build import build_task
 from tasks.config import compose_config
 from tasks.finetuning import GradualUnfreeze
@@ -25,7 +25,7 @@ class Recorder(L.Callback):
 
     @staticmethod
     def _levels(module):
-        backbone = backbone_of(module.model.body)
+        backbone = registry_backbone(module.model.body)
         return {lvl: backbone.level_modules(lvl) for lvl in LEVELS}
 
     @staticmethod

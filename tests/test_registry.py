@@ -194,3 +194,30 @@ def test_names_and_configs_need_no_torch():
             "print(sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_the_contract_is_the_class():
+    """freeze / level_modules / bottom_up are declared on Backbone and Neck; a builder returning something else is
+    refused with the contract named."""
+    from backbones.base import Backbone, Neck, registry_backbone
+    from backbones.registry import Registry
+
+    assert {"forward", "output_shape", "level_modules", "freeze"} <= Backbone.__abstractmethods__
+    body = build_body({"name": "resnet18"}, {"name": "fpn"})
+    assert isinstance(body, Neck) and registry_backbone(body) is body.bottom_up is body.body
+    assert body.level_modules("c2") == body.bottom_up.level_modules("c2") and body.level_modules("c2")
+    body.freeze(2)
+    assert not any(p.requires_grad for m in body.bottom_up.level_modules("c2") for p in m.parameters())
+    assert all(p.requires_grad for p in body.fpn.parameters())
+
+    bogus = Registry("backbone")
+    bogus.add("plain", lambda **kwargs: nn.Conv2d(3, 8, 3))
+    from backbones import build as build_module
+
+    original = build_module.BACKBONES
+    build_module.BACKBONES = bogus
+    try:
+        with pytest.raises(TypeError, match="returned a Conv2d, not a backbones.Backbone"):
+            build_backbone("plain")
+    finally:
+        build_module.BACKBONES = original
