@@ -17,6 +17,7 @@ TASK_KEYS = {
     "calibrate_bn": "auto",
     "calibrate_bn_batches": 8,  # training batches those statistics are measured on
 }
+RETIRED_KEYS = ("lr_mult",)  # now task.module.backbone_lr_mult
 
 
 def build_backbone(
@@ -69,7 +70,8 @@ def build_backbone(
 
 def build_body(backbone: Mapping[str, Any], neck: Mapping[str, Any] | None = None) -> Backbone:
     """`backbone` / `neck` are the resolved config groups (`{"name": ..., **options}`)."""
-    args = {k: v for k, v in backbone.items() if k not in TASK_KEYS}
+    # RETIRED_KEYS: keys older runs stored in `backbone` (their checkpoints still rebuild: predict, init_from)
+    args = {k: v for k, v in backbone.items() if k not in TASK_KEYS and k not in RETIRED_KEYS}
     body = build_backbone(**args)
     if neck is None:
         return body

@@ -221,3 +221,9 @@ def test_the_contract_is_the_class():
             build_backbone("plain")
     finally:
         build_module.BACKBONES = original
+
+
+def test_configs_stored_by_older_runs_still_build():
+    """A checkpoint's stored config from before `backbone.lr_mult` moved to the task module still rebuilds."""
+    body = build_body({"name": "resnet18", "lr_mult": 0.1, "calibrate_bn": "auto"}, {"name": "none"})
+    assert list(body.output_shape()) == list(LEVELS)
