@@ -22,9 +22,9 @@ register_resolvers()  # `hydra.run.dir`: a resumed run continues in its own dire
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
-@hydra.main(config_path="conf", config_name="config", version_base="1.3")
 @user_errors  # a user's mistake: one line, exit 2; anything else keeps its traceback
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
+    """Fit and test (with `train=false`: evaluate `ckpt_path`); the value a sweeper would optimise."""
     check_config(cfg, HydraConfig.get().runtime.choices)  # each job of a sweep (preflight covers single runs)
     # heavy imports after Hydra has parsed (fast --help, fast config errors)
     from tasks.divergence import DivergenceError
@@ -41,7 +41,12 @@ def main(cfg: DictConfig) -> float | None:
         mark_failed(run, err)
         raise
     clear_failed(run)
-    return metrics.get(cfg.task.monitor.replace("val/", "test/"))  # the value a sweeper would optimise
+    return metrics.get(cfg.task.monitor.replace("val/", "test/"))
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -95,4 +95,8 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> N
                                     or OmegaConf.is_list(devices) or isinstance(devices, str)):
         raise ConfigError(f"trainer.devices={devices!r} must be a count (1, 2, -1 for all), a list of device "
                           "indices ([0,1]) or auto")
+    if _get(cfg, "train") is False and not _get(cfg, "ckpt_path"):
+        raise ConfigError("evaluate.py (and train.py train=false) evaluates a trained checkpoint but ckpt_path is not "
+                          "set; pass it, e.g. `python evaluate.py ckpt_path=outputs/<task>/<backbone>/<time>/"
+                          "checkpoints/best-epochNNN.ckpt` (with the task and data options of that run)")
     _check_task_data(cfg, choices or {})

@@ -8,16 +8,16 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from backbones.errors import ConfigError
+
 
 def check_evaluation_checkpoint(cfg: DictConfig) -> Path:
     """The checkpoint to evaluate: `ckpt_path`, which must be set and exist."""
-    if not cfg.get("ckpt_path"):
-        raise ValueError("train=false evaluates a trained checkpoint but ckpt_path is not set; pass it, e.g. "
-                         "`python train.py train=false ckpt_path=outputs/<task>/<backbone>/<time>/checkpoints/"
-                         "last.ckpt` (with the data options of that run)")
+    if not cfg.get("ckpt_path"):  # checked at composition (tasks/config_check.py); an API caller may skip that
+        raise ConfigError("evaluation needs ckpt_path=<a .ckpt written by train.py>")
     ckpt = Path(cfg.ckpt_path).expanduser()
     if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such file; pass a .ckpt written by train.py")
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: no such file; pass a .ckpt written by train.py")
     return ckpt
 
 
@@ -26,5 +26,5 @@ def check_same_classes(state: Mapping[str, Any], ckpt: Path, class_names: Sequen
     the same order."""
     stored = (state.get("hyper_parameters") or {}).get("class_names")
     if stored is not None and list(stored) != list(class_names):
-        raise ValueError(f"{ckpt} was trained on classes {list(stored)} but the configured data has "
+        raise ConfigError(f"{ckpt} was trained on classes {list(stored)} but the configured data has "
                          f"{list(class_names)}; pass the data options of the run that wrote it")
