@@ -55,6 +55,9 @@ class TaskModule(L.LightningModule):
         self.backbone_lr_mult = backbone_lr_mult
         self.channels_last = channels_last
         self.class_names = list(class_names or [])
+        # ids of parameters a fine-tuning callback holds back for now (GradualUnfreeze): they do not require grad yet
+        # but belong in the optimizer's backbone group from the start
+        self.deferred_params: set[int] = set()
         self.category_ids = list(category_ids) if category_ids is not None else None
         self.save_hyperparameters({"class_names": self.class_names, "category_ids": self.category_ids,
                                    "config": dict(run_config or {})})
@@ -88,7 +91,7 @@ class TaskModule(L.LightningModule):
         left out, those a GradualUnfreeze callback holds back (`deferred_params`) kept in."""
         backbone_ids = {id(p) for p in registry_backbone(self.model.body).parameters()}
         # parameters a fine-tuning callback froze for now still get their place in the optimizer
-        deferred = getattr(self, "deferred_params", set())
+        deferred = self.deferred_params
         trainable = [p for p in self.model.parameters() if p.requires_grad or id(p) in deferred]
         groups = [
             {"params": [p for p in trainable if id(p) not in backbone_ids], "lr_mult": 1.0},
