@@ -39,9 +39,9 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
+from backbones.hydra_configs import compose_config
 from tasks.build import build_task
-from tasks.config import compose_config
 
 OVERRIDES = ["optim=sgd", "optim.lr=0.01", "logger=csv", "data.num_workers=0"]
 

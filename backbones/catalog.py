@@ -13,6 +13,11 @@ if TYPE_CHECKING:
 
 LEVELS = ("c1", "c2", "c3", "c4", "c5")  # stem output and the four stages, strides 2..32
 
+# the input statistics (RGB in [0, 1]) every built-in pretrained weight set was trained with: torchvision's and timm's
+# ImageNet weights; they belong to the weights, so models and data transforms take them from here
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 # torchvision's ResNet, ResNeXt and Wide-ResNet under torchvision's own names
 TORCHVISION_RESNETS = (
     "resnet18",

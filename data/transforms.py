@@ -13,8 +13,7 @@ from torchvision.ops import box_area
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD  # the statistics of the pretrained weights
 
 
 def classification_transforms(

@@ -112,10 +112,9 @@ def suggest_key(cfg: DictConfig, key: str) -> str:
 
 
 def _compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
+    from backbones.hydra_configs import compose_hydra
 
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    return compose_hydra(config_name, overrides)
 
 
 def _explain(err: Exception, config_name: str, overrides: list[str], script: str) -> str:

@@ -18,13 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from backbones.checkpoint_file import read_checkpoint
+
 from .base import TaskModule
 from .bn_calibration import resolve_norm_policy
 from .build import build_task
-from .prediction.checkpoint import read_checkpoint, without_weight_sources
-from .prediction.evaluation import check_evaluation_checkpoint, check_same_classes
+from .evaluation import check_evaluation_checkpoint, check_same_classes
 from .progress import stdout_is_terminal
 from .quiet import quiet_libraries
+from .restore import without_weight_sources
 
 log = logging.getLogger(__name__)
 

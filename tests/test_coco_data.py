@@ -16,11 +16,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision import tv_tensors
 
+from backbones.hydra_configs import compose_config
 from data import CocoDetectionDataModule, CocoSegmentationDataModule, DataError
 from data.detection import CocoDetectionDataset
 from data.synthetic import synthetic_detection
 from data.transforms import detection_transforms
-from tasks.config import compose_config
 
 CATEGORIES = [{"id": 12, "name": "fox"}, {"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]  # unsorted, gaps
 SIZES = {1: (40, 30), 2: (32, 48), 3: (36, 36)}  # image id -> (width, height)

@@ -13,8 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from backbones import BACKBONES, NECKS
-from backbones.hydra_configs import register_configs
-from tasks.config import compose_config
+from backbones.hydra_configs import compose_config, register_configs
 
 GROUPS = ["task", "backbone", "neck", "data", "trainer", "logger", "optim", "scheduler", "callbacks", "experiment"]
 

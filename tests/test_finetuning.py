@@ -9,9 +9,9 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from backbones.base import registry_backbone
+from backbones.hydra_configs import compose_config
 from backbones.staged import LEVELS
 from tasks.build import build_task
-from tasks.config import compose_config
 from tasks.finetuning import GradualUnfreeze
 
 

@@ -178,9 +178,9 @@ def test_segmentation_masks_and_overlays(checkpoint, tmp_path):
 def test_eval_preprocessing_matches_the_run(checkpoint, tmp_path):
     """The predictors' transforms give the tensors the run's own val/test datasets give, from the file alone."""
     from tasks.prediction.base import PredictOptions
-    from tasks.prediction.checkpoint import load_checkpoint
     from tasks.prediction.inputs import list_images, read_rgb
     from tasks.prediction.run import build_predictor
+    from tasks.restore import load_checkpoint
 
     for task in ("classification", "segmentation"):
         loaded = load_checkpoint(checkpoint(task))
@@ -195,9 +195,9 @@ def test_eval_preprocessing_matches_the_run(checkpoint, tmp_path):
 def test_segmentation_eval_size_masks_keep_the_input_size(checkpoint, tmp_path):
     """With the run's data.eval_size the image is resized for the model and the mask resized back."""
     from tasks.prediction.base import PredictOptions
-    from tasks.prediction.checkpoint import load_checkpoint
     from tasks.prediction.inputs import ImageFiles
     from tasks.prediction.segmentation import SegmentationPredictor
+    from tasks.restore import load_checkpoint
 
     loaded = load_checkpoint(checkpoint("segmentation"))
     loaded.config.data.eval_size = 40

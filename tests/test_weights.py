@@ -255,8 +255,8 @@ def test_init_from_other_run(tmp_path, caplog):
 
 
 def test_init_from_through_build_task_and_a_neck(tmp_path):
+    from backbones.hydra_configs import compose_config
     from tasks.build import build_task
-    from tasks.config import compose_config
 
     torch.manual_seed(0)
     src = ClassificationModel(build_backbone("resnet18"), num_classes=3)

@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from hydra.utils import instantiate
     from omegaconf.errors import OmegaConfBaseException
 
-    from tasks.config import compose_config
+    from backbones.hydra_configs import compose_config
 
     from ..errors import Problems
     from .report import print_report

@@ -11,7 +11,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 
 from backbones import Backbone
-from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
 
 from .roi_align import SparseMultiScaleRoIAlign
 

@@ -12,7 +12,7 @@ from PIL import Image
 from rich.console import Console
 from torchvision.transforms.v2 import functional as TF
 
-from .checkpoint import LoadedCheckpoint
+from ..restore import LoadedCheckpoint
 from .inputs import ImageFiles
 
 

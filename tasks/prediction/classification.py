@@ -12,7 +12,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from data.transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transforms
+from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
+from data.transforms import classification_transforms
 
 from .base import Predictor, prepare_image
 

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 
 from backbones.errors import ConfigError
 
+from ..restore import LoadedCheckpoint, load_checkpoint
 from .arguments import check_arguments
 from .base import PredictOptions, Predictor
-from .checkpoint import LoadedCheckpoint, load_checkpoint
 from .classification import ClassificationPredictor
 from .detection import DetectionPredictor
 from .inputs import Failure, ImageDataset, ImageFiles, list_images, split_failures

@@ -13,7 +13,8 @@ from PIL import Image
 from rich.console import Console
 from torch import Tensor
 
-from data.transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transforms
+from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
+from data.transforms import segmentation_transforms
 
 from ..drawing import save_png
 from ..segmentation.visualize import BACKGROUND_NAMES, overlay_mask

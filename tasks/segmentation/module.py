@@ -11,7 +11,7 @@ import torch
 from rich.table import Table
 from torch import Tensor
 
-from data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
 
 from ..base import TaskModule
 from ..drawing import publish_validation_grid

@@ -16,8 +16,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from backbones.checkpoint_file import CheckpointError, read_checkpoint
 
-from ..base import TaskModule
-from ..build import build_task
+from .base import TaskModule
+from .build import build_task
 
 log = logging.getLogger(__name__)
 
