@@ -166,3 +166,22 @@ def test_channels_last_gives_the_same_logits_and_gradients():
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-9, atol=1e-9)
     for (name, a), b in zip(nchw.named_parameters(), nhwc.parameters()):
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-9 * a.grad.abs().max().item(), msg=name)
+
+
+def test_one_class_per_decoder_with_the_same_weights_as_before():
+    """SegmentationModel picks the class; each decoder is its own module, selectable by task.model._target_; state
+    dict keys are unchanged (checkpoints of earlier runs load)."""
+    from tasks.segmentation import SemanticFPNModel, UnetModel
+
+    unet = SegmentationModel(build_body({"name": "resnet18"}), 3, fpn_channels=16, decoder_channels=[32, 16, 16, 8, 8])
+    fpn = SegmentationModel(build_body({"name": "resnet18"}, {"name": "fpn"}), 3, fpn_channels=16,
+                            decoder_channels=[32, 16, 16, 8, 8])
+    assert type(unet) is UnetModel and type(fpn) is SemanticFPNModel
+    assert {k.split(".")[0] for k in unet.state_dict()} == {"body", "decoder", "segmentation_head"}
+    assert {k.split(".")[0] for k in fpn.state_dict()} == {"body", "decoder"}
+    direct = UnetModel(build_body({"name": "resnet18"}), 3, decoder_channels=[32, 16, 16, 8, 8])
+    direct.load_state_dict(unet.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(direct.eval()(x), unet.eval()(x))
+    with pytest.raises(TypeError, match="unknown options"):
+        SegmentationModel(build_body({"name": "resnet18"}), 3, decoder_chanels=[8])

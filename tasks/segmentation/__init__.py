@@ -1,4 +1,4 @@
-from .model import SegmentationModel
+from .model import SegmentationModel, SemanticFPNModel, UnetModel
 from .module import SegmentationTask
 
-__all__ = ["SegmentationModel", "SegmentationTask"]
+__all__ = ["SegmentationModel", "SegmentationTask", "SemanticFPNModel", "UnetModel"]
