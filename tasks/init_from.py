@@ -10,7 +10,8 @@ config says it was trained with, unless `init_from_partial=true`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,40 @@ def _likely(checkpoint: Any, bb_state: dict[str, Tensor], backbone_name: str | N
     return stored, f"The checkpoint's run was trained with {stored} (its stored config)"
 
 
+def stored_layout(checkpoint: Any, source: str) -> tuple[str, str] | None:
+    """(backbone prefix, model prefix) of the checkpoint's keys, read from the source run itself: its stored config is
+    rebuilt on the meta device (shapes only, nothing allocated or loaded) and its modules' names taken, e.g.
+    (`model.body.body.`, `model.`) for a classifier with an FPN. None when the checkpoint has no complete Cerberus
+    run config (another program's, or an older run's config that no longer builds): the caller then infers the
+    prefixes from the keys."""
+    import torch
+
+    from .build import build_model  # tasks.build imports this module
+    from .restore import stored_run, without_weight_sources
+
+    try:
+        cfg, class_names, _ = stored_run(checkpoint, source)
+        with torch.device("meta"), _quiet_build():
+            src = build_model(without_weight_sources(cfg), len(class_names))
+    except Exception as err:  # noqa: BLE001 - any failure means "no usable stored layout"
+        log.debug("init_from=%s: the stored run config does not rebuild (%s); inferring the layout from the keys",
+                  source, err)
+        return None
+    return "model." + _module_prefix(src, registry_backbone(src.body)), "model."
+
+
+@contextmanager
+def _quiet_build() -> Iterator[None]:
+    """Rebuilding the source run must not repeat its build-time warnings (e.g. unused U-Net levels)."""
+    logger = logging.getLogger("tasks")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def init_from(model: nn.Module, path: str | Path, *, partial: bool = False,
               backbone_name: str | None = None) -> InitReport:
     """Load the weights of a Cerberus checkpoint (`{"state_dict": {"model.<...>": tensor}, ...}`, read with
@@ -87,8 +122,13 @@ def init_from(model: nn.Module, path: str | Path, *, partial: bool = False,
     body_prefix, backbone_prefix = _module_prefix(model, body), _module_prefix(model, backbone)
     backbone_keys = backbone.state_dict()
 
-    # where the checkpoint keeps its backbone (model.body., model.body.body., model.detector.backbone.body., ...)
-    src_backbone = best_prefix([k for k in state if not k.endswith("num_batches_tracked")], backbone_keys)
+    # where the checkpoint keeps its backbone (model.body., model.body.body., model.detector.backbone.body., ...): from
+    # the source run rebuilt from its stored config, else inferred from the keys
+    layout = stored_layout(checkpoint, source)
+    if layout is not None and any(k.startswith(layout[0]) for k in state):
+        src_backbone = layout[0]
+    else:
+        src_backbone = best_prefix([k for k in state if not k.endswith("num_batches_tracked")], backbone_keys)
     if not any(k.startswith(src_backbone) for k in state):
         raise WeightsError(f"init_from={source}: no backbone weights found in the checkpoint")
     bb_state = _sub(state, src_backbone)
@@ -120,7 +160,10 @@ def init_from(model: nn.Module, path: str | Path, *, partial: bool = False,
             log.info("init_from=%s: the checkpoint has no neck; the neck starts from scratch", source)
 
     # the head: everything of `model` outside the body, under the checkpoint's prefix of `model` (`model.`)
-    src_model = src_backbone[: -len(backbone_prefix)] if src_backbone.endswith(backbone_prefix) else "model."
+    if layout is not None and src_backbone == layout[0]:
+        src_model = layout[1]
+    else:
+        src_model = src_backbone[: -len(backbone_prefix)] if src_backbone.endswith(backbone_prefix) else "model."
     head_targets = {k: v for k, v in model.state_dict().items() if not k.startswith(body_prefix)}
     head_state = {k: v for k, v in _sub(state, src_model).items() if k in head_targets}
     head, head_report = match_state_dict(head_targets, head_state, f"{source} (head)", prefix="")

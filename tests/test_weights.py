@@ -286,3 +286,26 @@ def test_init_from_another_backbone_is_refused_unless_partial(tmp_path):
     report = init_from(r50, tmp_path / "r18.ckpt", partial=True, backbone_name="resnet50")
     torch.testing.assert_close(r50.body.conv1.weight, src.body.conv1.weight)
     assert report.reinitialised == ["fc.weight"]  # 512 -> 2048 features: a fresh head
+
+
+def test_init_from_reads_the_layout_from_the_stored_run(tmp_path):
+    """A Cerberus checkpoint's modules are found by rebuilding its run from the stored config (on the meta device),
+    not by guessing prefixes: a detector's backbone sits at model.detector.backbone.body."""
+    from backbones.hydra_configs import compose_config
+    from tasks.build import build_task
+    from tasks.init_from import stored_layout
+
+    cfg = compose_config(["task=detection", "backbone=resnet18", "neck.out_channels=16",
+                          "task.model.representation_size=16"], tmp_path)
+    det = build_task(cfg, ["a", "b"])
+    state = {"state_dict": {f"model.{k}": v for k, v in det.model.state_dict().items()},
+             "hyper_parameters": dict(det.hparams)}
+    torch.save(state, tmp_path / "det.ckpt")
+    assert stored_layout(state, "det.ckpt") == ("model.detector.backbone.body.", "model.")
+    assert stored_layout({"state_dict": {}, "hyper_parameters": {"class_names": ["a"], "config": {"task": {}}}},
+                         "x") is None  # an incomplete config: inferred from the keys instead
+    cls = ClassificationModel(build_backbone("resnet18"), num_classes=3)
+    report = init_from(cls, tmp_path / "det.ckpt", backbone_name="resnet18")
+    assert not report.backbone.missing and not report.backbone.mismatched
+    for k, v in det.model.detector.backbone.body.state_dict().items():
+        torch.testing.assert_close(cls.body.state_dict()[k], v)
