@@ -18,17 +18,16 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from .coco import CocoIndex, check_image_size
-from .detection import CocoDetectionDataModule
+from .coco_source import CocoSource
 from .errors import RAISE, DataError, Problems
 from .images import load_rgb, sample_sizes
 from .mask_scan import scan_masks
 from .masks import MaskIndex, check_classes, coco_mask, read_classes, read_mask, scan_mask_split
 from .scale import check_segmentation_sizes, median_short_side, to_multiple, validate_size
-from .splits import STAGE_SPLITS, SplitDataModule, split_folder
+from .splits import SPLITS, STAGE_SPLITS, SplitDataModule, split_folder
 from .synthetic import synthetic_segmentation
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transforms
 
-SPLITS = ("train", "val", "test")
 log = logging.getLogger("data")
 
 
@@ -245,51 +244,71 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
         return MaskFolderDataset(self._index(split), len(self.class_names), self.transform(train), self.ignore_index)
 
 
-class CocoSegmentationDataModule(SegmentationLoading, CocoDetectionDataModule):
+class CocoSegmentationDataModule(SegmentationLoading, SplitDataModule):
     """COCO instances as semantic masks: class 0 is background, category k (labels 1..K in the order of the
-    train json's category ids, as for detection) paints pixel value k, crowd regions `ignore_index`. Paths
-    and layout as `CocoDetectionDataModule` (`root/annotations/instances_<split>.json` + `root/<split>/`, or
-    explicit `*_images` / `*_annotations`); every annotation needs a `segmentation` (polygons or RLE).
+    train json's category ids, as for detection) paints pixel value k, crowd regions `ignore_index`. The dataset
+    is a `CocoSource`, as for detection (`root/annotations/instances_<split>.json` + `root/<split>/`, or explicit
+    `*_images` / `*_annotations`); every annotation needs a `segmentation` (polygons or RLE).
     Batches are `(images (B, 3, H, W) float, masks (B, H, W) int64)`, see `collate`.
 
-    Args: the transform and padding options of `MaskDataModule`; everything else (`train_images` /
-    `train_annotations` / ... paths, `num_workers`, `pin_memory`, `drop_bad_boxes`, `synthetic`: arguments of
-    `synthetic_detection`, whose annotations carry polygons) goes to `CocoDetectionDataModule`.
+    Args: the transform and padding options of `MaskDataModule`; the paths, `drop_bad_boxes` and `synthetic`
+    (arguments of `synthetic_detection`, whose annotations carry polygons) are the `CocoSource`'s.
     """
-
-    segmentation = True  # load_coco keeps and requires each annotation's polygons / RLE
 
     def __init__(
         self,
         root: str | None = None,
         *,
+        train_images: str | None = None,
+        train_annotations: str | None = None,
+        val_images: str | None = None,
+        val_annotations: str | None = None,
+        test_images: str | None = None,
+        test_annotations: str | None = None,
         image_size: int | None = None,
         eval_size: int | None = None,
         batch_size: int = 8,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
         augment: Mapping[str, Any] | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = 255,
         size_divisibility: int = 32,
-        **coco: Any,
+        drop_bad_boxes: bool = False,
+        synthetic: Mapping[str, Any] | None = None,
     ) -> None:
-        # the paths, loader options, drop_bad_boxes and synthetic: CocoDetectionDataModule's own arguments
-        super().__init__(root, batch_size=batch_size, **coco)
+        super().__init__(batch_size, num_workers, pin_memory)
+        paths = {"train": (train_images, train_annotations), "val": (val_images, val_annotations),
+                 "test": (test_images, test_annotations)}
+        self.source = CocoSource(root, paths, drop_bad_boxes=drop_bad_boxes, synthetic=synthetic, segmentation=True)
         self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment, mean=mean, std=std,
                                    ignore_index=ignore_index, size_divisibility=size_divisibility)
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set on first use (idempotent; runs on one process per node)."""
+        self.source.prepare()
+
+    def train_sizes(self) -> list[tuple[int, int]]:
+        return self.source.train_sizes()
 
     @property
     def class_names(self) -> list[str]:
         """K + 1 names: "background", then the train json's categories sorted by id (pixel value k+1 is
         `category_ids[k]`)."""
-        names = ["background", *self._index("train").class_names]
-        check_classes(names, self.ignore_index, str(self.annotation_file("train")))
+        names = ["background", *self.source.index("train").class_names]
+        check_classes(names, self.ignore_index, str(self.source.annotation_file("train")))
         return names
 
     @property
     def category_ids(self) -> list[int]:
         """The COCO category id of each class, aligned with `class_names`: 0 for background."""
-        return [0, *self._index("train").category_ids]
+        return [0, *self.source.index("train").category_ids]
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in STAGE_SPLITS.get(stage or "fit", SPLITS):
+            self.source.index(split)
+        self._check_sizes_once()
 
     def dataset(self, split: str, train: bool) -> CocoSegmentationDataset:
-        return CocoSegmentationDataset(self._index(split), self.transform(train), self.ignore_index)
+        return CocoSegmentationDataset(self.source.index(split), self.transform(train), self.ignore_index)

@@ -21,6 +21,7 @@ def split_folder(root: Path, split: str) -> Path:
     return root / split
 
 
+SPLITS = ("train", "val", "test")
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 

@@ -253,7 +253,7 @@ def test_case7_boxes_under_one_pixel(tmp_path, capsys, caplog):
     assert message in str(err.value)
     module = coco_dm(root, drop_bad_boxes=True)
     module.setup("fit")
-    assert sum(len(rec.boxes) for rec in module._index("train").images) == 3
+    assert sum(len(rec.boxes) for rec in module.source.index("train").images) == 3
     assert "dropped 1 bad boxes from" in caplog.text and "bbox [5, 5, 0.01, 0.01] is 0.01 x 0.01 px" in caplog.text
     code, out = coco_check(capsys, root)
     assert code == 1 and message in out

@@ -196,14 +196,14 @@ def test_image_size_disagreeing_with_json(coco):
     module = dm(coco)
     module.setup("fit")
     with pytest.raises(DataError, match=r"train/1.png is 41x30 but .*instances_train.json says 40x30 \(image id 1\)"):
-        CocoDetectionDataset(module._index("train"))[0]
+        CocoDetectionDataset(module.source.index("train"))[0]
 
 
 def test_rounding_overshoot_is_clamped(coco):
     edit_train(coco, annotations=[{**annotations()[0], "bbox": [30.2, 0, 10.3, 30.5]}])
     module = dm(coco)
     module.setup("fit")
-    assert module._index("train").images[0].boxes.tolist() == [[pytest.approx(30.2), 0, 40, 30]]
+    assert module.source.index("train").images[0].boxes.tolist() == [[pytest.approx(30.2), 0, 40, 30]]
 
 
 def test_drop_bad_boxes_drops_and_counts(coco, caplog):
@@ -212,7 +212,7 @@ def test_drop_bad_boxes_drops_and_counts(coco, caplog):
     path = edit_train(coco, annotations=annotations() + bad)
     module = dm(coco, drop_bad_boxes=True)
     module.setup("fit")
-    assert sum(len(i.boxes) for i in module._index("train").images) == 3
+    assert sum(len(i.boxes) for i in module.source.index("train").images) == 3
     assert f"dropped 2 bad boxes from {path} (first: annotation 17 (image id 1): bbox [30, 0, 20, 10]" in caplog.text
 
 
@@ -270,7 +270,7 @@ def test_synthetic_datamodule_generates_on_prepare():
 def test_configs_compose_and_instantiate(tmp_path, overrides):
     module = instantiate(compose_config(overrides, output_dir=tmp_path).data)
     assert isinstance(module, CocoDetectionDataModule) and module.augment["hflip"] == 0.5
-    assert (module.root, module.synthetic) == ((Path("/x"), None) if "data=coco" in overrides else
+    assert (module.source.root, module.source.synthetic) == ((Path("/x"), None) if "data=coco" in overrides else
                                                (None, {"num_classes": 3, "train_images": 240, "val_images": 60,
                                                        "test_images": 60, "image_size": 128, "max_objects": 4,
                                                        "seed": 0}))
@@ -282,6 +282,6 @@ def test_coco_config_follows_the_task(tmp_path):
     assert seg._target_ == "data.CocoSegmentationDataModule"
     assert set(seg.augment) == {"scale", "hflip", "photometric"} and seg.ignore_index == 255
     module = instantiate(seg)
-    assert isinstance(module, CocoSegmentationDataModule) and module.root == Path("/x")
+    assert isinstance(module, CocoSegmentationDataModule) and module.source.root == Path("/x")
     det = compose_config(["task=detection", "data=coco", "data.root=/x"], output_dir=tmp_path).data
     assert det._target_ == "data.CocoDetectionDataModule" and "zoom_out" in det.augment and "scale" not in det.augment

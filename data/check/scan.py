@@ -21,9 +21,7 @@ from ..imagefolder import scan_split
 from ..images import load_rgb
 from ..masks import check_classes, check_pair, coco_mask, read_classes, report_unlabelled, scan_mask_split
 from ..segmentation import CocoSegmentationDataModule, MaskDataModule
-from ..splits import report_drop_last, split_folder
-
-SPLITS = ("train", "val", "test")
+from ..splits import SPLITS, report_drop_last, split_folder
 
 
 @dataclass
@@ -186,14 +184,15 @@ def check_masks(dm: MaskDataModule, scanner: Scanner) -> Report:
     return Report(f"image / mask folders {dm.root}", classes, ["pixels", "images"], splits, problems)
 
 
-def check_coco(dm: CocoDetectionDataModule, scanner: Scanner) -> Report:
+def check_coco(dm: CocoDetectionDataModule | CocoSegmentationDataModule, scanner: Scanner) -> Report:
     """Detection, or semantic segmentation when `dm` is a CocoSegmentationDataModule (annotations painted)."""
     problems = scanner.problems
-    segmentation = isinstance(dm, CocoSegmentationDataModule)
+    source = dm.source
+    segmentation = source.segmentation
     paths: dict[str, tuple[Path, Path] | None] = {}
     for name in SPLITS:
         try:
-            paths[name] = dm._paths(name)  # the DataModule's own layout, explicit paths and test -> val fallback
+            paths[name] = source.paths(name)  # the data module's own layout, explicit paths and test -> val fallback
         except DataError as err:
             problems.error("layout", str(err))
             paths[name] = None
@@ -204,12 +203,13 @@ def check_coco(dm: CocoDetectionDataModule, scanner: Scanner) -> Report:
             continue
         images, annotations = paths[name]
         same_as = "val" if name == "test" and paths[name] == paths["val"] else None
-        split = SplitReport(name, f"{_shown(annotations, dm.root)} + {_shown(images, dm.root)}/", same_as=same_as)
+        split = SplitReport(name, f"{_shown(annotations, source.root)} + {_shown(images, source.root)}/",
+                            same_as=same_as)
         splits.append(split)
         if same_as:
             continue
         categories = train.category_ids if train is not None and train.category_ids else None
-        index = load_coco(annotations, images, category_ids=categories, drop_bad_boxes=dm.drop_bad_boxes,
+        index = load_coco(annotations, images, category_ids=categories, drop_bad_boxes=source.drop_bad_boxes,
                           segmentation=segmentation, problems=problems)
         check_annotated(index, name, problems, segmentation)
         if name == "train":
@@ -223,7 +223,7 @@ def check_coco(dm: CocoDetectionDataModule, scanner: Scanner) -> Report:
     if segmentation and train is not None and train.category_ids:
         check_classes(["background", *train.class_names], dm.ignore_index, str(train.json_path), problems)
     metrics = ["boxes", "images", "pixels"] if segmentation else ["boxes", "images"]
-    return Report(f"COCO {'segmentation' if segmentation else 'detection'} {dm.root or ''}".rstrip(),
+    return Report(f"COCO {'segmentation' if segmentation else 'detection'} {source.root or ''}".rstrip(),
                   ["background", *names] if segmentation else names, metrics, splits, problems)
 
 
@@ -247,7 +247,7 @@ def _coco_check(index: CocoIndex, names: list[str], segmentation: bool, ignore: 
 def check_datamodule(dm: Any, problems: Problems, progress: Progress, workers: int) -> Report:
     """The report of any Cerberus DataModule (after `prepare_data`, which generates the synthetic sets)."""
     scanner = Scanner(problems, progress, workers)
-    if isinstance(dm, CocoDetectionDataModule):  # also CocoSegmentationDataModule
+    if isinstance(dm, (CocoDetectionDataModule, CocoSegmentationDataModule)):
         return check_coco(dm, scanner)
     if isinstance(dm, MaskDataModule):
         return check_masks(dm, scanner)
