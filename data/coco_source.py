@@ -20,17 +20,20 @@ class CocoSource:
 
     Args:
         root: dataset folder; `None` with no explicit paths and `synthetic` set means "generate the synthetic set".
-        paths: `{split: (images folder, annotation json)}`, either may be None.
+        train_images, train_annotations, val_images, ..., test_annotations: explicit paths per split.
         drop_bad_boxes: drop boxes outside the image or under 1 px (counted in a warning) instead of failing.
         synthetic: arguments of `data.synthetic.synthetic_detection`.
         segmentation: keep and require each annotation's polygons / RLE.
     """
 
-    def __init__(self, root: str | None, paths: Mapping[str, tuple[str | None, str | None]], *,
-                 drop_bad_boxes: bool = False, synthetic: Mapping[str, Any] | None = None,
-                 segmentation: bool = False) -> None:
-        self.explicit = {s: tuple(Path(p).expanduser() if p else None for p in paths.get(s, (None, None)))
-                         for s in SPLITS}
+    def __init__(self, root: str | None = None, *, train_images: str | None = None,
+                 train_annotations: str | None = None, val_images: str | None = None,
+                 val_annotations: str | None = None, test_images: str | None = None,
+                 test_annotations: str | None = None, drop_bad_boxes: bool = False,
+                 synthetic: Mapping[str, Any] | None = None, segmentation: bool = False) -> None:
+        given = {"train": (train_images, train_annotations), "val": (val_images, val_annotations),
+                 "test": (test_images, test_annotations)}
+        self.explicit = {s: tuple(Path(p).expanduser() if p else None for p in given[s]) for s in SPLITS}
         self.root = Path(root).expanduser() if root is not None else None
         any_explicit = any(p for ps in self.explicit.values() for p in ps)
         self.synthetic = dict(synthetic) if synthetic is not None and root is None and not any_explicit else None

@@ -61,7 +61,8 @@ class CocoDetectionDataModule(SplitDataModule):
     of dicts)`, see `collate`.
 
     Args:
-        root, train_images, train_annotations, ..., drop_bad_boxes, synthetic: the `CocoSource`.
+        root, source: the `CocoSource`'s arguments (`train_images`, `train_annotations`, ..., `drop_bad_boxes`,
+            `synthetic`).
         augment: options of `detection_transforms` for training (hflip, photometric, zoom_out, max_zoom, iou_crop).
         model_min_size: the detector's `task.model.min_size`, only to say at setup when it is far from the
             images' own size (conf/task_data/coco_detection.yaml fills it in).
@@ -73,24 +74,15 @@ class CocoDetectionDataModule(SplitDataModule):
         self,
         root: str | None = None,
         *,
-        train_images: str | None = None,
-        train_annotations: str | None = None,
-        val_images: str | None = None,
-        val_annotations: str | None = None,
-        test_images: str | None = None,
-        test_annotations: str | None = None,
         batch_size: int = 4,
         num_workers: int | None = None,
         augment: Mapping[str, Any] | None = None,
-        drop_bad_boxes: bool = False,
-        synthetic: Mapping[str, Any] | None = None,
         pin_memory: bool | None = None,
         model_min_size: int | Sequence[int] | None = None,
+        **source: Any,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
-        paths = {"train": (train_images, train_annotations), "val": (val_images, val_annotations),
-                 "test": (test_images, test_annotations)}
-        self.source = CocoSource(root, paths, drop_bad_boxes=drop_bad_boxes, synthetic=synthetic)
+        self.source = CocoSource(root, **source)  # the paths per split, drop_bad_boxes, synthetic
         self.augment = dict(augment or {})
         self.model_min_size = model_min_size
         self._sizes_checked = False

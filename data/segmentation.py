@@ -259,12 +259,6 @@ class CocoSegmentationDataModule(SegmentationLoading, SplitDataModule):
         self,
         root: str | None = None,
         *,
-        train_images: str | None = None,
-        train_annotations: str | None = None,
-        val_images: str | None = None,
-        val_annotations: str | None = None,
-        test_images: str | None = None,
-        test_annotations: str | None = None,
         image_size: int | None = None,
         eval_size: int | None = None,
         batch_size: int = 8,
@@ -275,13 +269,10 @@ class CocoSegmentationDataModule(SegmentationLoading, SplitDataModule):
         std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = 255,
         size_divisibility: int = 32,
-        drop_bad_boxes: bool = False,
-        synthetic: Mapping[str, Any] | None = None,
+        **source: Any,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
-        paths = {"train": (train_images, train_annotations), "val": (val_images, val_annotations),
-                 "test": (test_images, test_annotations)}
-        self.source = CocoSource(root, paths, drop_bad_boxes=drop_bad_boxes, synthetic=synthetic, segmentation=True)
+        self.source = CocoSource(root, segmentation=True, **source)  # the paths per split, drop_bad_boxes, synthetic
         self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment, mean=mean, std=std,
                                    ignore_index=ignore_index, size_divisibility=size_divisibility)
 

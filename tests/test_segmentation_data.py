@@ -365,7 +365,8 @@ def test_coco_polygons_rles_and_crowds_become_masks(coco):
         assert image.shape == (3, *expected.shape) and round(float(image[0, 0, 0]) * 255) == 50 * iid
     images, masks = next(iter(module.val_dataloader()))
     assert images.shape == (2, 3, 32, 32) and masks[1, 12:].eq(255).all()
-    assert module.source.annotation_file("test") == coco / "annotations" / "instances_val.json"  # test falls back to val
+    # test falls back to val
+    assert module.source.annotation_file("test") == coco / "annotations" / "instances_val.json"
 
 
 def test_coco_mask_with_another_ignore_value(coco):
