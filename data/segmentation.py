@@ -31,19 +31,25 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transforms
 log = logging.getLogger("data")
 
 
+def pad_to_batch(tensors: Sequence[Tensor], size_divisibility: int, value: float) -> Tensor:
+    """(..., H_i, W_i) tensors -> (B, ..., H, W), H and W the largest rounded up to a multiple of
+    `size_divisibility`, each padded with `value` at the bottom / right (training and prediction pad alike)."""
+    d = max(size_divisibility, 1)
+    height = math.ceil(max(t.shape[-2] for t in tensors) / d) * d
+    width = math.ceil(max(t.shape[-1] for t in tensors) / d) * d
+    out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], height, width), value)
+    for i, t in enumerate(tensors):
+        out[i, ..., : t.shape[-2], : t.shape[-1]] = t
+    return out
+
+
 def collate(batch: Sequence[tuple[Tensor, Tensor]], size_divisibility: int = 32,
             ignore_index: int = 255) -> tuple[Tensor, Tensor]:
     """Stack `(image (3, H_i, W_i), mask (H_i, W_i))` items into `(images (B, 3, H, W), masks (B, H, W) int64)`,
     H and W the largest in the batch rounded up to a multiple of `size_divisibility`; images are padded
     with 0 and masks with `ignore_index` at the bottom / right, so padding counts in no loss or metric."""
-    d = max(size_divisibility, 1)
-    height = math.ceil(max(img.shape[-2] for img, _ in batch) / d) * d
-    width = math.ceil(max(img.shape[-1] for img, _ in batch) / d) * d
-    images = batch[0][0].new_zeros((len(batch), batch[0][0].shape[0], height, width))
-    masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
-    for i, (img, mask) in enumerate(batch):
-        images[i, :, : img.shape[-2], : img.shape[-1]] = img
-        masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
+    images = pad_to_batch([img for img, _ in batch], size_divisibility, 0.0)
+    masks = pad_to_batch([mask.to(torch.int64) for _, mask in batch], size_divisibility, ignore_index)
     return images, masks
 
 

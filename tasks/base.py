@@ -46,6 +46,7 @@ class TaskModule(L.LightningModule):
         class_names: list[str] | None = None,
         category_ids: list[int] | None = None,
         run_config: Mapping[str, Any] | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -59,8 +60,9 @@ class TaskModule(L.LightningModule):
         # but belong in the optimizer's backbone group from the start
         self.deferred_params: set[int] = set()
         self.category_ids = list(category_ids) if category_ids is not None else None
+        # the preprocessing record (tasks/preprocessing.py): what predict.py and export read
         self.save_hyperparameters({"class_names": self.class_names, "category_ids": self.category_ids,
-                                   "config": dict(run_config or {})})
+                                   "config": dict(run_config or {}), "preprocessing": dict(preprocessing or {})})
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resuming keeps the LR schedule's position (its step count) but not its stored length: the schedule is

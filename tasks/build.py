@@ -9,9 +9,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from backbones import build_body
+from backbones.base import registry_backbone
 
 from .base import TaskModule
 from .init_from import init_from
+from .preprocessing import Preprocessing
 
 
 def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
@@ -25,6 +27,7 @@ def build_task(cfg: DictConfig, class_names: Sequence[str], category_ids: Sequen
     """The task's LightningModule, carrying the resolved config, class names (and the dataset's category ids,
     if it has them) into its checkpoints."""
     model = build_model(cfg, len(class_names))
+    preprocessing = Preprocessing.from_config(cfg, registry_backbone(model.body).size_divisibility)
     if cfg.get("init_from"):  # another run's checkpoint: backbone + neck, and the head where shapes match
         init_from(model, cfg.init_from, partial=bool(cfg.get("init_from_partial", False)),
                   backbone_name=cfg.backbone.name)
@@ -38,4 +41,5 @@ def build_task(cfg: DictConfig, class_names: Sequence[str], category_ids: Sequen
         class_names=list(class_names),
         category_ids=list(category_ids) if category_ids is not None else None,
         run_config=OmegaConf.to_container(cfg, resolve=True),
+        preprocessing=preprocessing.to_dict(),
     )

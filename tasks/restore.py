@@ -14,10 +14,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from backbones.base import registry_backbone
 from backbones.checkpoint_file import CheckpointError, read_checkpoint
 
 from .base import TaskModule
 from .build import build_task
+from .preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,7 @@ class LoadedCheckpoint:
     class_names: list[str]
     category_ids: list[int] | None
     path: Path
+    preprocessing: Preprocessing  # stored with the weights (runs before it had one: made from the stored config)
 
     @property
     def task(self) -> str:
@@ -66,4 +69,7 @@ def load_checkpoint(path: str | Path, what: str = "ckpt=") -> LoadedCheckpoint:
     module = build_task(without_weight_sources(cfg), class_names, category_ids)
     module.load_state_dict(state["state_dict"])
     module.eval()
-    return LoadedCheckpoint(module, cfg, class_names, category_ids, Path(path))
+    stored = (state.get("hyper_parameters") or {}).get("preprocessing")
+    body = registry_backbone(module.model.body)
+    record = Preprocessing.from_dict(stored) if stored else Preprocessing.from_config(cfg, body.size_divisibility)
+    return LoadedCheckpoint(module, cfg, class_names, category_ids, Path(path), record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import json
 import os
@@ -193,14 +194,15 @@ def test_eval_preprocessing_matches_the_run(checkpoint, tmp_path):
 
 
 def test_segmentation_eval_size_masks_keep_the_input_size(checkpoint, tmp_path):
-    """With the run's data.eval_size the image is resized for the model and the mask resized back."""
+    """With the run's data.eval_size (the record's size) the image is resized for the model and the mask resized
+    back."""
     from tasks.prediction.base import PredictOptions
     from tasks.prediction.inputs import ImageFiles
     from tasks.prediction.segmentation import SegmentationPredictor
     from tasks.restore import load_checkpoint
 
     loaded = load_checkpoint(checkpoint("segmentation"))
-    loaded.config.data.eval_size = 40
+    loaded.preprocessing = dataclasses.replace(loaded.preprocessing, size=40)  # as a run with data.eval_size=40
     files = ImageFiles([tmp_path / "a.png", tmp_path / "b.png"], ["a.png", "b.png"], tmp_path)
     predictor = SegmentationPredictor(loaded, files, tmp_path, PredictOptions())
     images = [Image.new("RGB", (90, 30)), Image.new("RGB", (31, 45))]
@@ -231,3 +233,18 @@ def test_no_readable_image_is_an_error(checkpoint, tmp_path, caplog):
     with pytest.raises(RuntimeError, match="none of the 1 input file"):
         predict(cfg)
     assert "cannot read bad.png" in caplog.text
+
+
+def test_the_preprocessing_record_travels_in_the_checkpoint(tmp_path_factory):
+    """Every checkpoint carries the preprocessing record; predict.py reads it (not the data options)."""
+    from tasks.preprocessing import Preprocessing
+    from tasks.restore import load_checkpoint
+
+    for task in ("classification", "segmentation"):
+        ckpt = trained(task, tmp_path_factory.getbasetemp() / "trained")
+        stored = torch.load(ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]["preprocessing"]
+        loaded = load_checkpoint(ckpt)
+        assert loaded.preprocessing == Preprocessing.from_dict(stored)
+        assert loaded.preprocessing == Preprocessing.from_config(loaded.config, 32)  # made from the same values
+        assert loaded.preprocessing.task == task and loaded.preprocessing.mean == (0.485, 0.456, 0.406)
+    assert loaded.preprocessing.mask_pad_value == 255 and loaded.preprocessing.size_divisibility == 32

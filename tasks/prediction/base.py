@@ -43,7 +43,6 @@ class Predictor:
 
     def __init__(self, loaded: LoadedCheckpoint, files: ImageFiles, out_dir: Path, options: PredictOptions) -> None:
         self.loaded, self.files, self.out_dir, self.options = loaded, files, out_dir, options
-        self.data_cfg = loaded.config.data
 
     def forward(self, items: list[dict[str, Any]], device: torch.device) -> list[Any]:
         """One batch of items -> one output per item, on the CPU."""

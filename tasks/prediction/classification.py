@@ -12,7 +12,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
 from data.transforms import classification_transforms
 
 from .base import Predictor, prepare_image
@@ -21,15 +20,14 @@ SHOWN_ROWS, SHOWN_LABELS = 20, 3  # the printed table; the files have every row 
 
 
 class ClassificationPredictor(Predictor):
-    """Eval transform of the run (`classification_transforms(train=False)` with its image size, crop_pct,
-    mean / std); softmax probabilities; the k best labels per image (k = `topk` capped at the class count)."""
+    """The eval transform of the checkpoint's preprocessing record (`classification_transforms(train=False)`: its
+    size, crop_pct, mean / std); softmax probabilities; the k best labels per image (k = `topk` capped at the class
+    count)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        d = self.data_cfg
-        transform = classification_transforms(
-            False, int(d.image_size), crop_pct=float(d.get("augment", {}).get("crop_pct", 0.875)),
-            mean=d.get("mean") or IMAGENET_MEAN, std=d.get("std") or IMAGENET_STD)
+        p = self.loaded.preprocessing
+        transform = classification_transforms(False, int(p.size), crop_pct=float(p.crop_pct), mean=p.mean, std=p.std)
         self.prepare = partial(prepare_image, transform=transform, keep_original=False)
         self.k = max(1, min(self.options.topk, len(self.loaded.class_names)))
         self.rows: list[tuple[str, list[str], list[float]]] = []

@@ -13,7 +13,7 @@ from PIL import Image
 from rich.console import Console
 from torch import Tensor
 
-from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
+from data.segmentation import pad_to_batch
 from data.transforms import segmentation_transforms
 
 from ..drawing import save_png
@@ -22,27 +22,19 @@ from .base import Predictor, prepare_image
 from .inputs import output_names
 
 
-def pad_batch(images: list[Tensor], divisor: int) -> Tensor:
-    """(3, H_i, W_i) images -> (B, 3, H, W), H and W the largest rounded up to a multiple of `divisor`, padded with
-    0 at the bottom / right as the training collate does (0 is the mean colour after normalization)."""
-    d = max(divisor, 1)
-    h = -(-max(x.shape[-2] for x in images) // d) * d
-    w = -(-max(x.shape[-1] for x in images) // d) * d
-    return torch.stack([F.pad(x, (0, w - x.shape[-1], 0, h - x.shape[-2])) for x in images])
-
-
 class SegmentationPredictor(Predictor):
-    """The run's eval transform (normalize with its mean / std, short side to `eval_size` if it had one); the
-    batch padded to a multiple of `size_divisibility`; each output cropped back and, when the image was resized,
-    its probabilities resized (bilinear) to the size on disk before the argmax."""
+    """The eval transform of the checkpoint's preprocessing record (normalize with its mean / std, short side to
+    its `size` if it has one); the batch padded as in training (`pad_to_batch`, to a multiple of
+    `size_divisibility`); each output cropped back and, when the image was resized, its probabilities resized
+    (bilinear) to the size on disk before the argmax."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        d = self.data_cfg
-        transform = segmentation_transforms(False, int(d.get("image_size") or 512), eval_size=d.get("eval_size"),
-                                            mean=d.get("mean") or IMAGENET_MEAN, std=d.get("std") or IMAGENET_STD)
+        p = self.loaded.preprocessing
+        # eval transforms take no crop: the size argument is the training crop's, unused here
+        transform = segmentation_transforms(False, None, eval_size=p.size, mean=p.mean, std=p.std)
         self.prepare = partial(prepare_image, transform=transform, keep_original=self.options.overlay)
-        self.divisor = int(d.get("size_divisibility") or 32)
+        self.divisor, self.pad_value = p.size_divisibility, p.pad_value
         names = self.loaded.class_names
         self.skip = [k for k, n in enumerate(names) if n.lower() in BACKGROUND_NAMES]  # not painted
         self.png_names = output_names(self.files.names)
@@ -50,7 +42,7 @@ class SegmentationPredictor(Predictor):
 
     def forward(self, items: list[dict[str, Any]], device: torch.device) -> list[Tensor]:
         images = [x["image"] for x in items]
-        probs = self.loaded.module.predict_step(pad_batch(images, self.divisor).to(device), 0)
+        probs = self.loaded.module.predict_step(pad_to_batch(images, self.divisor, self.pad_value).to(device), 0)
         masks = []
         for p, image, item in zip(probs, images, items):
             p = p[:, : image.shape[-2], : image.shape[-1]]
