@@ -5,6 +5,7 @@ Lightning loop as `train.py`, on tiny synthetic data.
     python -m tests.matrix                                   # every cell, a table at the end
     python -m tests.matrix --tasks detection --backbones resnet50 resnet101 --necks fpn --steps 5
     python -m tests.matrix --markdown                        # the README's table
+    python -m tests.matrix --fit --tasks detection --backbones resnet50   # the task's whole default run per cell
 
 Each cell takes the first `--steps` optimizer steps of a run `--horizon` steps long, with the task's default
 optimizer and schedule (its warm-up included). Prints per cell the first and last training loss, whether every
@@ -204,6 +205,51 @@ def run_cell(task: str, backbone: str, neck: str, steps: int = 3, extra: Sequenc
     return cell
 
 
+TEST_METRIC = {"classification": "test/acc1", "detection": "test/AP", "segmentation": "test/mIoU"}
+
+
+@dataclass
+class FitCell:
+    task: str
+    backbone: str
+    neck: str
+    metric: float = float("nan")
+    seconds: float = float("nan")
+    error: str = ""
+
+
+def fit_cell(task: str, backbone: str, neck: str, extra: Sequence[str] = (), cwd: str | None = None) -> FitCell:
+    """The task's whole default run on the cell, as a user types it (`python train.py task=... backbone=... neck=...`,
+    plus `extra`), in a subprocess with a CSV logger; its test metric (`TEST_METRIC`) and wall time."""
+    import csv
+    import subprocess
+
+    cell = FitCell(task, backbone, neck)
+    args = [f"task={task}", f"backbone={backbone}", f"neck={neck}", "logger=csv", *extra]
+    if backbone == "timm":
+        args += GENERIC_TIMM
+    if task == "detection" and neck == "none":
+        args.append("backbone.out_levels=[c5]")
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"],
+                              cwd=cwd or tmp, capture_output=True, text=True)
+        cell.seconds = time.perf_counter() - start
+        metrics = run_dir / "csv" / "metrics.csv"
+        if proc.returncode != 0 or not metrics.is_file():
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            cell.error = f"exit {proc.returncode}: {lines[-1] if lines else ''}"
+            return cell
+        with metrics.open(newline="") as f:
+            values = [row[TEST_METRIC[task]] for row in csv.DictReader(f) if row.get(TEST_METRIC[task])]
+        if values:
+            cell.metric = float(values[-1])
+        else:
+            cell.error = f"no {TEST_METRIC[task]} in {metrics.name}"
+    return cell
+
+
 def format_table(rows: Sequence[Cell], markdown: bool = False) -> str:
     head = ["task", "backbone", "neck", "BN", "first loss", "last loss", "finite", "s/step", "peak MB", "error"]
     lines = []
@@ -229,7 +275,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps per cell")
     parser.add_argument("--horizon", type=int, default=HORIZON, help="length of the run whose first steps are taken")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--fit", action="store_true",
+                        help="run each cell's whole default training (minutes to an hour each on a CPU) and report "
+                             "its test metric instead of a few steps")
+    parser.add_argument("--extra", nargs="*", default=[], help="--fit: more train.py overrides for every cell")
     args = parser.parse_args(argv)
+    if args.fit:
+        return main_fit(cells(args.tasks, args.backbones, args.necks), args.extra)
 
     import logging
     import warnings
@@ -248,6 +300,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(rows, markdown=args.markdown))
     failed = [c for c in rows if not c.ok]
     print(f"{len(rows) - len(failed)} of {len(rows)} cells passed")
+    return 1 if failed else 0
+
+
+def main_fit(todo: Sequence[tuple[str, str, str]], extra: Sequence[str]) -> int:
+    rows = []
+    for i, (task, backbone, neck) in enumerate(todo, 1):
+        cell = fit_cell(task, backbone, neck, extra)
+        rows.append(cell)
+        result = cell.error or f"{TEST_METRIC[task]} {cell.metric:.3f}"
+        print(f"[{i}/{len(todo)}] {task} {backbone} {neck}: {result} ({cell.seconds / 60:.1f} min)", flush=True)
+    print("| task | backbone | neck | test metric | value | minutes |\n|---|---|---|---|---|---|")
+    for c in rows:
+        value = c.error or f"{c.metric:.3f}"
+        print(f"| {c.task} | {c.backbone} | {c.neck} | {TEST_METRIC[c.task]} | {value} | {c.seconds / 60:.1f} |")
+    failed = [c for c in rows if c.error or not c.metric > 0]
+    print(f"{len(rows) - len(failed)} of {len(rows)} runs ended with a non-zero test metric")
     return 1 if failed else 0
 
 

@@ -38,3 +38,15 @@ def test_cell_trains(task, backbone, neck):
     assert cell.losses[0] < 20, (cell.losses, cell.terms[0])
     # a few steps from random init at the task's learning-rate warm-up: no blow-up
     assert max(cell.losses) < 20 * cell.losses[0] and not math.isnan(cell.seconds_per_step), cell.losses
+
+
+def test_fit_mode_reports_the_test_metric(tmp_path):
+    """`python -m tests.matrix --fit` runs train.py as a user would and reads the test metric back (here a tiny run;
+    the real use is the task's whole default run per backbone)."""
+    from tests.matrix import fit_cell
+
+    cell = fit_cell("classification", "resnet18", "none", extra=[
+        "data.synthetic.num_classes=3", "data.synthetic.train_per_class=8", "data.synthetic.val_per_class=4",
+        "data.synthetic.test_per_class=4", "data.synthetic.image_size=32", "data.image_size=32",
+        "data.num_workers=0", "trainer.max_epochs=1"], cwd=str(tmp_path))
+    assert not cell.error and 0 <= cell.metric <= 1 and cell.seconds > 0, cell
