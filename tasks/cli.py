@@ -158,14 +158,12 @@ def _explain(err: Exception, config_name: str, overrides: list[str], script: str
 
 def print_help(config_name: str, overrides: Sequence[str]) -> None:
     """`--help` as Hydra prints it from `hydra.help.template`, without Hydra's per-option composition (5 s here)."""
+    from hydra.errors import HydraException
+
     try:
         cfg = _compose(config_name, overrides)
-    except Exception as err:  # an override that does not compose: its own one-line error
-        from hydra.errors import HydraException
-
-        if isinstance(err, HydraException):
-            fail(_explain(err, config_name, list(overrides), config_name))
-        raise
+    except HydraException as err:  # an override that does not compose: its own one-line error
+        fail(_explain(err, config_name, list(overrides), config_name))
     template = OmegaConf.select(cfg, "hydra.help.template")
     job = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
     print(string.Template(template).safe_substitute(
