@@ -113,9 +113,18 @@ def check_finite(what: str, loss) -> None:
 
 # --- classification ---------------------------------------------------------------------------------------
 
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet normalisation of (B, 3, H, W) RGB in [0, 1]: in the plain steps, as Cerberus' models do it in their
+    first layer (timed in both)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
 class PlainClassifierStep:
     """What a user would write by hand: torchvision model, cross-entropy, and the same optimizer
-    (built from the same `optim` config partial: SGD, momentum 0.9, Nesterov, weight decay 1e-4)."""
+    (built from the same `optim` config partial: SGD, momentum 0.9, Nesterov, weight decay 1e-4); the input normalised
+    in the step, as Cerberus' model normalises it."""
 
     def __init__(self, arch: str, num_classes: int, optimizer) -> None:
         self.model = getattr(torchvision.models, arch)(num_classes=num_classes).train()
@@ -124,7 +133,7 @@ class PlainClassifierStep:
 
     def __call__(self, batch) -> None:
         images, labels = batch
-        loss = self.criterion(self.model(images), labels)
+        loss = self.criterion(self.model(normalize(images)), labels)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -133,7 +142,7 @@ class PlainClassifierStep:
 def classification(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
     g = torch.Generator().manual_seed(0)
     n = args.batch_size * args.steps
-    data = TensorDataset(torch.randn(n, 3, args.image_size, args.image_size, generator=g),
+    data = TensorDataset(torch.rand(n, 3, args.image_size, args.image_size, generator=g),
                          torch.randint(0, args.classes, (n,), generator=g))
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, drop_last=True)
     cfg = compose_config([f"backbone={args.backbone}", *OVERRIDES, *args.override], output_dir=run_dir)
@@ -231,12 +240,11 @@ def calibrated_backbone(arch: str, samples: list, path: str) -> str:
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None  # cumulative average over the calibration batches
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     images = torch.stack([image for image, _ in samples[:32]])
     net.train()
     with torch.no_grad():
         for chunk in images.split(8):
-            net((chunk - mean) / std)
+            net(normalize(chunk))
     torch.save(net.state_dict(), path)
     return path
 
@@ -303,7 +311,7 @@ def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
 
 class PlainUnetStep:
     """segmentation-models-pytorch's Unet on the same encoder in a hand-written loop: cross-entropy with the
-    ignore label, the same optimizer."""
+    ignore label, the same optimizer, the input normalised in the step as Cerberus' model normalises it."""
 
     def __init__(self, encoder: str, num_classes: int, optimizer, channels_last: bool = False) -> None:
         import segmentation_models_pytorch as smp
@@ -316,7 +324,7 @@ class PlainUnetStep:
 
     def __call__(self, batch) -> None:
         images, masks = batch
-        loss = self.criterion(self.model(images), masks)
+        loss = self.criterion(self.model(normalize(images)), masks)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -327,7 +335,7 @@ def segmentation(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
     n, s = args.batch_size * args.steps, args.image_size
     masks = torch.randint(0, args.classes, (n, s, s), generator=g)
     masks[:, : s // 8] = 255  # some ignored pixels, as real masks have
-    loader = DataLoader(TensorDataset(torch.randn(n, 3, s, s, generator=g), masks), batch_size=args.batch_size)
+    loader = DataLoader(TensorDataset(torch.rand(n, 3, s, s, generator=g), masks), batch_size=args.batch_size)
     cfg = compose_config(["task=segmentation", f"backbone={args.backbone}", *OVERRIDES, *args.override],
                          output_dir=run_dir)
     ips = lambda seconds: images_per_second(seconds, args.warmup, args.batch_size)  # noqa: E731

@@ -16,6 +16,9 @@ TASK_KEYS = {
     # frozen BatchNorm without pretrained statistics: measure them first (tasks/bn_calibration.py)
     "calibrate_bn": "auto",
     "calibrate_bn_batches": 8,  # training batches those statistics are measured on
+    # the model's input normalisation (RGB in [0, 1]); null: the statistics of `weights` (ImageNet for random init)
+    "mean": None,
+    "std": None,
 }
 RETIRED_KEYS = ("lr_mult",)  # now task.module.backbone_lr_mult
 
@@ -52,12 +55,11 @@ def build_backbone(
         kwargs: passed to the underlying torchvision / timm constructor (e.g. `drop_path_rate`).
         builder_args: builder-specific arguments (`model_name` for `timm`).
     """
-    from .base import Backbone
     from .norm import convert_norm
     from .weights import load_backbone_weights, wants_weights
 
     model = BACKBONES.build(name, in_chans=in_chans, out_levels=list(out_levels), **builder_args, **(kwargs or {}))
-    _check_contract(model, f"backbone {name!r}", Backbone)
+    _check_contract(model, f"backbone {name!r}")
     if wants_weights(weights):
         # before the norm conversion, so FrozenBatchNorm takes the pretrained statistics
         load_backbone_weights(model, str(weights), source=BACKBONES.get(name).source,
@@ -75,17 +77,17 @@ def build_body(backbone: Mapping[str, Any], neck: Mapping[str, Any] | None = Non
     body = build_backbone(**args)
     if neck is None:
         return body
-    from .base import Backbone
-
     neck_args = dict(neck)
     name = neck_args.pop("name")
     out = NECKS.build(name, body=body, **neck_args)
-    _check_contract(out, f"neck {name!r}", Backbone)
+    _check_contract(out, f"neck {name!r}")
     return out
 
 
-def _check_contract(model: object, what: str, cls: type) -> None:
+def _check_contract(model: object, what: str) -> None:
     """A registered builder must return a Backbone: heads and training rely on its whole contract."""
-    if not isinstance(model, cls):
+    from .base import Backbone
+
+    if not isinstance(model, Backbone):
         raise TypeError(f"the builder of {what} returned a {type(model).__name__}, not a backbones.Backbone "
                         "(forward -> dict of levels, output_shape(), level_modules(), freeze())")

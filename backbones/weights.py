@@ -24,6 +24,7 @@ import torch
 from huggingface_hub import constants as hf_constants
 from torch import Tensor, nn
 
+from .catalog import IMAGENET_MEAN, IMAGENET_STD
 from .checkpoint_file import read_checkpoint
 from .errors import UserError
 from .registry import BACKBONES
@@ -183,18 +184,34 @@ def download_state_dict(url: str) -> dict[str, Tensor]:
     return unwrap_state_dict(read_checkpoint(cached, f"backbone.weights={url}, cached as"), url)
 
 
-def torchvision_weights_url(arch: str, weights: str) -> str:
-    """`IMAGENET1K_V2`, `DEFAULT` or `ResNet50_Weights.IMAGENET1K_V2` for torchvision model `arch` -> its URL."""
+def torchvision_weights(arch: str, weights: str) -> Any:
+    """`IMAGENET1K_V2`, `DEFAULT` or `ResNet50_Weights.IMAGENET1K_V2` for torchvision model `arch` -> the
+    `WeightsEnum` member (its `url`, its `transforms()`)."""
     import torchvision
 
     enum = torchvision.models.get_model_weights(arch)
     name = weights.split(".", 1)[1] if weights.startswith(enum.__name__ + ".") else weights
     try:
-        return enum[name.upper()].url
+        return enum[name.upper()]
     except KeyError:
         known = ", ".join(dict.fromkeys(["DEFAULT", *enum.__members__]))  # DEFAULT is also an enum alias
         raise WeightsError(f"torchvision has no weights {weights!r} for {arch}; known: {known} "
                            "(or pass a URL or a local .pth / .safetensors file)") from None
+
+
+def timm_full_name(arch: str, tag: str) -> str:
+    """`arch.tag`; `tag` in `timm`/`default`/`pretrained` means timm's default tag (the bare `arch`)."""
+    return arch if tag.lower() in TIMM_DEFAULT else tag if tag.startswith(arch + ".") else f"{arch}.{tag}"
+
+
+def timm_pretrained_cfg(arch: str, tag: str) -> Any:
+    """timm's pretrained cfg of `arch.tag` (`tag` in `timm`/`default`: timm's default tag); None if timm has none."""
+    import timm.models
+
+    try:
+        return timm.models.get_pretrained_cfg(timm_full_name(arch, tag))
+    except RuntimeError:
+        return None
 
 
 def _hf_cached(repo_id: str, filename: str | None = None) -> bool:
@@ -211,16 +228,13 @@ def _hf_cached(repo_id: str, filename: str | None = None) -> bool:
 def timm_state_dict(arch: str, tag: str) -> tuple[dict[str, Tensor], str]:
     """timm's pretrained weights `arch.tag` (`tag` in `timm`/`default`: timm's default tag) from the Hugging Face
     hub (or the cfg's URL), as timm's own `pretrained=True` resolves them."""
-    import timm.models
+    import timm
 
-    full = arch if tag.lower() in TIMM_DEFAULT else tag if tag.startswith(arch + ".") else f"{arch}.{tag}"
-    try:
-        cfg = timm.models.get_pretrained_cfg(full)
-    except RuntimeError:
-        cfg = None
+    cfg = timm_pretrained_cfg(arch, tag)
     if cfg is None or not (cfg.hf_hub_id or cfg.url):
         known = ", ".join(timm.list_pretrained(f"{arch}.*")) or "none"
-        raise WeightsError(f"timm has no pretrained weights {full!r}; pretrained tags of {arch}: {known}")
+        raise WeightsError(f"timm has no pretrained weights {timm_full_name(arch, tag)!r}; pretrained tags of "
+                           f"{arch}: {known}")
     name = f"{cfg.architecture}.{cfg.tag}"
     if not cfg.hf_hub_id:
         return download_state_dict(cfg.url), name
@@ -241,17 +255,60 @@ def timm_state_dict(arch: str, tag: str) -> tuple[dict[str, Tensor], str]:
         ) from err
 
 
+def weights_kind(text: str) -> str:
+    """`backbone.weights` is a `url`, a local `file`, or the `name` of a torchvision / timm weight set."""
+    if text.startswith(("http://", "https://")):
+        return "url"
+    path = Path(text).expanduser()
+    if path.exists() or path.suffix in FILE_SUFFIXES or "/" in text or os.sep in text:
+        return "file"
+    return "name"
+
+
+def input_stats(weights: str | None, *, source: str, arch: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The (mean, std) of RGB in [0, 1] that the named weights were trained with: timm's pretrained cfg of the tag
+    (e.g. (0.5, 0.5, 0.5) for `resnetv2_50`'s default), torchvision's weights' own transform. None when the weights
+    do not say (random init, a file, a URL): the caller's default applies. Reads metadata only, downloads nothing."""
+    if not wants_weights(weights) or weights_kind(str(weights).strip()) != "name":
+        return None
+    text = str(weights).strip()
+    if source == "timm":
+        cfg = timm_pretrained_cfg(arch, text)
+        return (tuple(cfg.mean), tuple(cfg.std)) if cfg is not None and cfg.mean and cfg.std else None
+    if source == "torchvision":
+        try:
+            transform = torchvision_weights(arch, text).transforms()
+        except WeightsError:
+            return None  # building the backbone says which weights exist
+        return tuple(transform.mean), tuple(transform.std)
+    return None
+
+
+def backbone_input_stats(backbone: Mapping[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a model on the `backbone` config normalises its [0, 1] RGB input with: `backbone.mean` /
+    `backbone.std` where set, else those of `backbone.weights` (`input_stats`), else ImageNet's (random init, weights
+    files: the statistics of every built-in weight set, so a random-init run can later take pretrained weights)."""
+    name = str(backbone["name"])
+    arch = str(backbone.get("model_name") or name)
+    stats = input_stats(backbone.get("weights"), source=BACKBONES.get(name).source, arch=arch)
+    mean, std = stats or (IMAGENET_MEAN, IMAGENET_STD)
+    given_mean, given_std = backbone.get("mean"), backbone.get("std")
+    return (tuple(float(v) for v in (mean if given_mean is None else given_mean)),
+            tuple(float(v) for v in (std if given_std is None else given_std)))
+
+
 def resolve_weights(weights: str, *, source: str, arch: str) -> tuple[dict[str, Tensor], str]:
     """`backbone.weights` -> (state dict, description). `source` is the registry source (`torchvision`,
     `timm`), `arch` the torchvision / timm model name."""
     text = str(weights).strip()
-    if text.startswith(("http://", "https://")):
+    kind = weights_kind(text)
+    if kind == "url":
         return download_state_dict(text), text
-    path = Path(text).expanduser()
-    if path.exists() or path.suffix in FILE_SUFFIXES or "/" in text or os.sep in text:
+    if kind == "file":
+        path = Path(text).expanduser()
         return read_state_dict(path), str(path)
     if source == "torchvision":
-        url = torchvision_weights_url(arch, text)
+        url = torchvision_weights(arch, text).url
         return download_state_dict(url), f"{arch} {text} ({url})"
     if source == "timm":
         return timm_state_dict(arch, text)

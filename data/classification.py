@@ -9,10 +9,11 @@ from typing import Any
 from .errors import RAISE, DataError, Problems
 from .imagefolder import FolderIndex, ImageFolderDataset, scan_split
 from .images import sample_sizes
+from .preprocessing import Preprocessing
 from .scale import check_classification_size, validate_size
 from .splits import STAGE_SPLITS, SplitDataModule, split_folder
 from .synthetic import synthetic_classification
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, classification_transforms
+from .transforms import classification_transforms
 
 
 class ImageFolderDataModule(SplitDataModule):
@@ -23,7 +24,9 @@ class ImageFolderDataModule(SplitDataModule):
         synthetic: arguments of `data.synthetic.synthetic_classification`.
         image_size: side of the square crops fed to the model (at least 32 px); a size far from the train
             images' own is said at setup.
-        augment: options of `classification_transforms` for training (scale, hflip, color_jitter, crop_pct).
+        augment: options of `classification_transforms` for training (scale, hflip, color_jitter) and the eval
+            `crop_pct`. Eval transforms are the preprocessing record's (`use_preprocessing`; until then, made from
+            these options); images come out in [0, 1], the model normalises them.
     """
 
     def __init__(
@@ -34,8 +37,6 @@ class ImageFolderDataModule(SplitDataModule):
         batch_size: int = 64,
         num_workers: int | None = None,
         augment: Mapping[str, Any] | None = None,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
         synthetic: Mapping[str, Any] | None = None,
         pin_memory: bool | None = None,
     ) -> None:
@@ -46,7 +47,6 @@ class ImageFolderDataModule(SplitDataModule):
         self.synthetic = dict(synthetic) if synthetic else None
         self.image_size = validate_size("data.image_size", image_size)
         self.augment = dict(augment or {})
-        self.mean, self.std = tuple(mean), tuple(std)
         self._splits: dict[str, FolderIndex] = {}
         self._sizes_checked = False
 
@@ -80,8 +80,17 @@ class ImageFolderDataModule(SplitDataModule):
             self._sizes_checked = True
             self.check_sizes(sample_sizes([p for p, _ in self._index("train").samples]))
 
+    @property
+    def record(self) -> Preprocessing:
+        """The model's preprocessing record, else the one of these data options."""
+        return self.preprocessing or Preprocessing.from_data(
+            "classification", {"image_size": self.image_size, "augment": self.augment})
+
     def dataset(self, split: str, train: bool) -> ImageFolderDataset:
-        crop = {"crop_pct": self.augment.get("crop_pct", 0.875)}
-        tf = classification_transforms(train, self.image_size, mean=self.mean, std=self.std,
-                                       **(self.augment if train else crop))
+        record = self.record
+        if train:
+            augment = {k: v for k, v in self.augment.items() if k != "crop_pct"}
+            tf = classification_transforms(True, int(record.size), **augment)
+        else:
+            tf = record.eval_transform()
         return ImageFolderDataset(self._index(split), tf)

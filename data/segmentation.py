@@ -4,7 +4,6 @@ COCO instance annotations painted into class-index masks."""
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -23,33 +22,23 @@ from .errors import RAISE, DataError, Problems
 from .images import load_rgb, sample_sizes
 from .mask_scan import scan_masks
 from .masks import MaskIndex, check_classes, coco_mask, read_classes, read_mask, scan_mask_split
+from .preprocessing import Preprocessing, pad_to_batch
 from .scale import check_segmentation_sizes, median_short_side, to_multiple, validate_size
 from .splits import SPLITS, STAGE_SPLITS, SplitDataModule, split_folder
 from .synthetic import synthetic_segmentation
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, segmentation_transforms
+from .transforms import segmentation_transforms
 
 log = logging.getLogger("data")
 
 
-def pad_to_batch(tensors: Sequence[Tensor], size_divisibility: int, value: float) -> Tensor:
-    """(..., H_i, W_i) tensors -> (B, ..., H, W), H and W the largest rounded up to a multiple of
-    `size_divisibility`, each padded with `value` at the bottom / right (training and prediction pad alike)."""
-    d = max(size_divisibility, 1)
-    height = math.ceil(max(t.shape[-2] for t in tensors) / d) * d
-    width = math.ceil(max(t.shape[-1] for t in tensors) / d) * d
-    out = tensors[0].new_full((len(tensors), *tensors[0].shape[:-2], height, width), value)
-    for i, t in enumerate(tensors):
-        out[i, ..., : t.shape[-2], : t.shape[-1]] = t
-    return out
-
-
-def collate(batch: Sequence[tuple[Tensor, Tensor]], size_divisibility: int = 32,
-            ignore_index: int = 255) -> tuple[Tensor, Tensor]:
+def collate(batch: Sequence[tuple[Tensor, Tensor]], record: Preprocessing) -> tuple[Tensor, Tensor]:
     """Stack `(image (3, H_i, W_i), mask (H_i, W_i))` items into `(images (B, 3, H, W), masks (B, H, W) int64)`,
-    H and W the largest in the batch rounded up to a multiple of `size_divisibility`; images are padded
-    with 0 and masks with `ignore_index` at the bottom / right, so padding counts in no loss or metric."""
-    images = pad_to_batch([img for img, _ in batch], size_divisibility, 0.0)
-    masks = pad_to_batch([mask.to(torch.int64) for _, mask in batch], size_divisibility, ignore_index)
+    H and W the largest in the batch rounded up to a multiple of the record's `size_divisibility`; at the bottom /
+    right images are padded with the mean colour and masks with `mask_pad_value` (ignore_index), so padding counts
+    in no loss or metric."""
+    images = record.pad_images([img for img, _ in batch])
+    masks = pad_to_batch([mask.to(torch.int64) for _, mask in batch], record.size_divisibility,
+                         255 if record.mask_pad_value is None else record.mask_pad_value)
     return images, masks
 
 
@@ -108,33 +97,42 @@ class SegmentationLoading:
     """What both segmentation DataModules share: the scale policy (one base size for training and evaluation:
     `eval_size`, else each image's own size; training jitters the scale around it and crops `image_size`, by
     default the data's own typical size), the transforms of `segmentation_transforms` and the padding
-    `collate`. Mixed in before a SplitDataModule; call `_segmentation_options` in `__init__`; subclasses
-    implement `train_sizes`."""
+    `collate`, both of the preprocessing record (the model's, else the one of these options). Mixed in before a
+    SplitDataModule; call `_segmentation_options` in `__init__`; subclasses implement `train_sizes`."""
+
+    preprocessing: Preprocessing | None
 
     def _segmentation_options(self, *, image_size: int | None, eval_size: int | None,
-                              augment: Mapping[str, Any] | None, mean: Sequence[float], std: Sequence[float],
-                              ignore_index: int, size_divisibility: int) -> None:
+                              augment: Mapping[str, Any] | None, ignore_index: int) -> None:
         if ignore_index < 0:
             raise DataError(f"data.ignore_index must be a pixel value >= 0 (got {ignore_index})")
         self.image_size = validate_size("data.image_size", image_size, optional=True)
         self.eval_size = validate_size("data.eval_size", eval_size, optional=True)
         self.augment = dict(augment or {})
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.ignore_index, self.size_divisibility = ignore_index, size_divisibility
+        self.ignore_index = ignore_index
         self._crop: int | None = None
         self._sizes_checked = False
 
     train_sizes: Callable[[], list[tuple[int, int]]]  # (width, height) of the train images (or of a sample)
 
     @property
+    def record(self) -> Preprocessing:
+        """The model's preprocessing record, else the one of these data options."""
+        return self.preprocessing or Preprocessing.from_data(
+            "segmentation", {"eval_size": self.eval_size, "ignore_index": self.ignore_index})
+
+    def use_preprocessing(self, record: Preprocessing) -> None:
+        self.preprocessing, self._crop = record, None  # the default crop is a multiple of its size_divisibility
+
+    @property
     def crop_size(self) -> int:
         """The side of the square training crops: data.image_size, or for null the base size (data.eval_size,
-        else the train images' median short side) rounded down to a multiple of data.size_divisibility."""
+        else the train images' median short side) rounded down to a multiple of the backbone's size_divisibility."""
         if self.image_size is not None:
             return self.image_size
         if self._crop is None:
             median = median_short_side(self.train_sizes())
-            self._crop = to_multiple(self.eval_size or median or 0, self.size_divisibility)
+            self._crop = to_multiple(self.eval_size or median or 0, self.record.size_divisibility)
             base = f"data.eval_size={self.eval_size}" if self.eval_size else \
                 f"the train images' median short side, {median} px"
             log.info("data.image_size=null: training crops of %d px (%s)", self._crop, base)
@@ -151,12 +149,13 @@ class SegmentationLoading:
 
     def transform(self, train: bool) -> Callable:
         """The joint image + mask transform of a train or eval split."""
-        return segmentation_transforms(train, self.crop_size if train else None, eval_size=self.eval_size,
-                                       mean=self.mean, std=self.std, ignore_index=self.ignore_index,
-                                       **(self.augment if train else {}))
+        if not train:
+            return self.record.eval_transform()
+        return segmentation_transforms(True, self.crop_size, eval_size=self.record.size,
+                                       ignore_index=self.ignore_index, **self.augment)
 
     def collate(self) -> Callable:
-        return partial(collate, size_divisibility=self.size_divisibility, ignore_index=self.ignore_index)
+        return partial(collate, record=self.record)
 
 
 class MaskDataModule(SegmentationLoading, SplitDataModule):
@@ -172,7 +171,6 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
             jittered by `augment.scale`); None: each image's own size.
         augment: options of `segmentation_transforms` for training (scale, hflip, photometric).
         ignore_index: the mask value of unlabelled pixels (and of padding), counted in no loss or metric.
-        size_divisibility: batches are padded to a multiple of this (the encoder's largest stride).
         synthetic: arguments of `data.synthetic.synthetic_segmentation`.
     """
 
@@ -187,11 +185,8 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
         num_workers: int | None = None,
         pin_memory: bool | None = None,
         augment: Mapping[str, Any] | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
         synthetic: Mapping[str, Any] | None = None,
         ignore_index: int = 255,
-        size_divisibility: int = 32,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         if root is None and synthetic is None:
@@ -200,8 +195,8 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
         self.root = Path(root).expanduser() if root is not None else None
         self.synthetic = dict(synthetic) if synthetic is not None and root is None else None
         self.classes = list(classes) if classes is not None else None
-        self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment, mean=mean, std=std,
-                                   ignore_index=ignore_index, size_divisibility=size_divisibility)
+        self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment,
+                                   ignore_index=ignore_index)
         self._class_names: list[str] | None = None
         self._splits: dict[str, MaskIndex] = {}
         self._scanned: set[Path] = set()
@@ -271,16 +266,13 @@ class CocoSegmentationDataModule(SegmentationLoading, SplitDataModule):
         num_workers: int | None = None,
         pin_memory: bool | None = None,
         augment: Mapping[str, Any] | None = None,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
         ignore_index: int = 255,
-        size_divisibility: int = 32,
         **source: Any,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         self.source = CocoSource(root, segmentation=True, **source)  # the paths per split, drop_bad_boxes, synthetic
-        self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment, mean=mean, std=std,
-                                   ignore_index=ignore_index, size_divisibility=size_divisibility)
+        self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment,
+                                   ignore_index=ignore_index)
 
     def prepare_data(self) -> None:
         """Generate the synthetic set on first use (idempotent; runs on one process per node)."""

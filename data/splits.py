@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import RAISE, Problems
+from .preprocessing import Preprocessing
 
 
 def split_folder(root: Path, split: str) -> Path:
@@ -49,6 +50,8 @@ class SplitDataModule(L.LightningDataModule):
     """
 
     collate_fn: Callable | None = None
+    # the model's preprocessing record (`use_preprocessing`); None until then: the data options' own
+    preprocessing: Preprocessing | None = None
 
     def __init__(self, batch_size: int, num_workers: int | None, pin_memory: bool | None) -> None:
         super().__init__()
@@ -58,6 +61,11 @@ class SplitDataModule(L.LightningDataModule):
 
     def dataset(self, split: str, train: bool) -> Dataset:
         raise NotImplementedError
+
+    def use_preprocessing(self, record: Preprocessing) -> None:
+        """Take the model's preprocessing record (built with the model, stored in its checkpoints): its eval transform
+        and batch padding are then the ones of training, evaluation and prediction alike. Call before the loaders."""
+        self.preprocessing = record
 
     def collate(self) -> Callable | None:
         """The loaders' collate function: the class's `collate_fn` unless a subclass needs instance settings."""

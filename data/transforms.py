@@ -1,6 +1,6 @@
-"""torchvision.transforms.v2 pipelines: classification (PIL image -> normalized float tensor), detection
-(joint image + boxes -> float image in [0, 1]; the detector normalizes and resizes itself) and segmentation
-(joint image + mask -> normalized float image, int64 mask)."""
+"""torchvision.transforms.v2 pipelines: classification (PIL image -> float image), detection (joint image + boxes
+-> float image; the detector resizes itself) and segmentation (joint image + mask -> float image, int64 mask).
+Images come out as RGB in [0, 1]: every model normalises its own input (data/preprocessing.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from torchvision.ops import box_area
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD  # the statistics of the pretrained weights
-
 
 def classification_transforms(
     train: bool,
@@ -24,12 +22,10 @@ def classification_transforms(
     scale: Sequence[float] = (0.35, 1.0),
     hflip: float = 0.5,
     color_jitter: float = 0.0,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
     """Train: random resized crop, flip, optional colour jitter. Eval: resize to size/crop_pct, centre crop.
 
-    Output: (3, image_size, image_size) float32, normalized by `mean` / `std`.
+    Output: (3, image_size, image_size) float32 in [0, 1].
     """
     if train:
         ops: list[v2.Transform] = [
@@ -46,7 +42,7 @@ def classification_transforms(
             v2.Resize(round(image_size / crop_pct), antialias=True),
             v2.CenterCrop(image_size),
         ]
-    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    ops.append(v2.ToDtype(torch.float32, scale=True))
     return v2.Compose(ops)
 
 
@@ -138,12 +134,10 @@ def segmentation_transforms(
     scale: Sequence[float] = (0.5, 2.0),
     hflip: float = 0.5,
     photometric: float = 0.5,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
     ignore_index: int = 255,
 ) -> v2.Compose:
-    """Joint transform `(PIL image, tv_tensors.Mask (H, W)) -> (image (3, H', W') float32 normalized by
-    `mean` / `std`, mask (H', W') int64)`; masks are resized with nearest neighbour.
+    """Joint transform `(PIL image, tv_tensors.Mask (H, W)) -> (image (3, H', W') float32 in [0, 1],
+    mask (H', W') int64)`; masks are resized with nearest neighbour.
 
     One base scale for training and evaluation (as MMSegmentation's resize-then-crop): `eval_size` (the short
     side) when given, else each image's own size. Train: resize the short side to a random `scale` x the base,
@@ -168,6 +162,6 @@ def segmentation_transforms(
             ops.append(photometric_jitter(photometric))
     elif eval_size is not None:
         ops.append(v2.Resize(eval_size, antialias=True))
-    ops += [v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
-            v2.Normalize(list(mean), list(std))]
+    ops.append(v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None},
+                          scale=True))
     return v2.Compose(ops)

@@ -14,6 +14,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import Metric, MetricCollection
 
 from backbones.base import registry_backbone
+from data.preprocessing import Preprocessing
 
 OptimizerFactory = Callable[..., Optimizer]
 # state-dict entries of torch's LR schedulers that follow from the run's length, not from its progress
@@ -32,6 +33,7 @@ class TaskModule(L.LightningModule):
         class_names: label order of the dataset, stored with the model.
         category_ids: the dataset's own id of each class (COCO category ids), when it has them.
         run_config: the resolved run config, stored in every checkpoint so the model can be rebuilt from it.
+        preprocessing: the preprocessing record (`Preprocessing.to_dict()`), stored in every checkpoint.
         channels_last: store the model's 4-D weights (and so its activations) as NHWC, which oneDNN on CPUs and
             cuDNN on tensor-core GPUs run faster (timm's `--channels-last`); numerics stay float32.
     """
@@ -60,9 +62,14 @@ class TaskModule(L.LightningModule):
         # but belong in the optimizer's backbone group from the start
         self.deferred_params: set[int] = set()
         self.category_ids = list(category_ids) if category_ids is not None else None
-        # the preprocessing record (tasks/preprocessing.py): what predict.py and export read
+        # the preprocessing record (data/preprocessing.py): what the data pipeline, predict.py and export read
         self.save_hyperparameters({"class_names": self.class_names, "category_ids": self.category_ids,
                                    "config": dict(run_config or {}), "preprocessing": dict(preprocessing or {})})
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The preprocessing record built with the model (`data.preprocessing.Preprocessing`)."""
+        return Preprocessing.from_dict(self.hparams["preprocessing"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resuming keeps the LR schedule's position (its step count) but not its stored length: the schedule is

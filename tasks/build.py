@@ -10,24 +10,28 @@ from torch import nn
 
 from backbones import build_body
 from backbones.base import registry_backbone
+from data.preprocessing import Preprocessing
 
 from .base import TaskModule
 from .init_from import init_from
-from .preprocessing import Preprocessing
 
 
-def build_model(cfg: DictConfig, num_classes: int) -> nn.Module:
-    """backbone (+ neck) from the registry, then the task's head sized by `num_classes`."""
+def build_model(cfg: DictConfig, num_classes: int) -> tuple[nn.Module, Preprocessing]:
+    """backbone (+ neck) from the registry, the preprocessing record of the run and that body, then the task's head
+    sized by `num_classes` and normalising its input with the record's statistics."""
     backbone = OmegaConf.to_container(cfg.backbone, resolve=True)
     neck = OmegaConf.to_container(cfg.neck, resolve=True)
-    return instantiate(cfg.task.model, body=build_body(backbone, neck), num_classes=num_classes)
+    body = build_body(backbone, neck)
+    record = Preprocessing.from_config(cfg, registry_backbone(body).size_divisibility)
+    model = instantiate(cfg.task.model, body=body, num_classes=num_classes, mean=list(record.mean),
+                        std=list(record.std))
+    return model, record
 
 
 def build_task(cfg: DictConfig, class_names: Sequence[str], category_ids: Sequence[int] | None = None) -> TaskModule:
     """The task's LightningModule, carrying the resolved config, class names (and the dataset's category ids,
-    if it has them) into its checkpoints."""
-    model = build_model(cfg, len(class_names))
-    preprocessing = Preprocessing.from_config(cfg, registry_backbone(model.body).size_divisibility)
+    if it has them) and the preprocessing record into its checkpoints."""
+    model, preprocessing = build_model(cfg, len(class_names))
     if cfg.get("init_from"):  # another run's checkpoint: backbone + neck, and the head where shapes match
         init_from(model, cfg.init_from, partial=bool(cfg.get("init_from_partial", False)),
                   backbone_name=cfg.backbone.name)

@@ -24,7 +24,11 @@ from backbones.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_ERROR_STATUS = 2
-MOVED = {"backbone.lr_mult": "task.module.backbone_lr_mult"}  # keys that moved: old -> new
+# keys that moved: old -> new (the input statistics belong to the weights, not to the data)
+MOVED = {"backbone.lr_mult": "task.module.backbone_lr_mult", "data.mean": "backbone.mean", "data.std": "backbone.std"}
+# keys that went away: old -> why
+RETIRED = {"data.size_divisibility": "segmentation batches are padded to a multiple of the backbone's own "
+                                     "size_divisibility (its largest stride), recorded with the model"}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -150,6 +154,8 @@ def _explain(err: Exception, config_name: str, overrides: list[str], script: str
             return f"{key} already exists: set it with {key}=<value> (no +)"
         if key in MOVED:
             return f"{key} is now {MOVED[key]}: set {MOVED[key]}=<value>"
+        if key in RETIRED:
+            return f"{key} is no longer an option: {RETIRED[key]}"
         hint = suggest_key(base, key) if base is not None else ""
         return (f"{key} is not a config key.{hint} `python {script} --cfg job` prints every key; "
                 f"+{key}=<value> adds a new one")

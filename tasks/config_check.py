@@ -62,6 +62,24 @@ def _check_task_data(cfg: DictConfig, choices: Mapping[str, str]) -> None:
                       f"or a data config with {needs.split(' (')[0]}")
 
 
+def _check_input_stats(cfg: DictConfig) -> None:
+    """backbone.mean / backbone.std: one value per input channel, of RGB in [0, 1] (not 0..255), std positive."""
+    channels = _get(cfg, "backbone.in_chans") or 3
+    for key in ("backbone.mean", "backbone.std"):
+        value = _get(cfg, key)
+        if value is None:
+            continue
+        values = list(value) if OmegaConf.is_list(value) else None
+        if values is None or len(values) != channels or not all(_is_number(v) for v in values):
+            raise ConfigError(f"{key}={value!r} must be {channels} numbers, one per input channel (e.g. "
+                              f"{key}=[0.5,0.5,0.5]), or null for the statistics of backbone.weights")
+        if any(v > 1.0 for v in values):
+            raise ConfigError(f"{key}={values} is on the 0..255 scale; the model normalises RGB in [0, 1]: divide by "
+                              f"255 (e.g. {key}=[{', '.join(f'{v / 255:.3f}' for v in values)}])")
+        if key == "backbone.std" and any(v <= 0 for v in values):
+            raise ConfigError(f"{key}={values} must be positive: the input is divided by it")
+
+
 def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
     """Raise `ConfigError` for the first value that cannot work. `choices`: Hydra's `runtime.choices` (the group
     options chosen, e.g. {"data": "coco"}) to name them as the user typed them."""
@@ -99,4 +117,5 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> N
         raise ConfigError("evaluate.py (and train.py train=false) evaluates a trained checkpoint but ckpt_path is not "
                           "set; pass it, e.g. `python evaluate.py ckpt_path=outputs/<task>/<backbone>/<time>/"
                           "checkpoints/best-epochNNN.ckpt` (with the task and data options of that run)")
+    _check_input_stats(cfg)
     _check_task_data(cfg, choices or {})

@@ -87,7 +87,7 @@ def stored_layout(checkpoint: Any, source: str) -> tuple[str, str] | None:
     try:
         cfg, class_names, _ = stored_run(checkpoint, source)
         with torch.device("meta"), _quiet_build():
-            src = build_model(without_weight_sources(cfg), len(class_names))
+            src, _ = build_model(without_weight_sources(cfg), len(class_names))
     except Exception as err:  # noqa: BLE001 - any failure means "no usable stored layout"
         log.debug("init_from=%s: the stored run config does not rebuild (%s); inferring the layout from the keys",
                   source, err)

@@ -7,24 +7,23 @@ point: `torch.load(weights_only=True)`; a file holding pickled Python objects is
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from backbones.base import registry_backbone
 from backbones.checkpoint_file import CheckpointError, read_checkpoint
+from data.preprocessing import Preprocessing, run_input_stats
 
 from .base import TaskModule
 from .build import build_task
-from .preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "LoadedCheckpoint", "load_checkpoint", "read_checkpoint", "stored_run",
-           "without_weight_sources"]
+__all__ = ["CheckpointError", "LoadedCheckpoint", "load_checkpoint", "read_checkpoint", "stored_preprocessing",
+           "stored_run", "without_weight_sources"]
 
 
 @dataclass
@@ -53,23 +52,34 @@ def stored_run(state: Any, path: str | Path) -> tuple[DictConfig, list[str], lis
     return OmegaConf.create(hp["config"]), list(hp["class_names"]), hp.get("category_ids")
 
 
-def without_weight_sources(cfg: DictConfig) -> DictConfig:
-    """Building must not download or read pretrained weights that the checkpoint's state dict overwrites."""
+def stored_preprocessing(state: Mapping[str, Any]) -> Preprocessing | None:
+    """The preprocessing record stored with the weights (None in checkpoints written before it existed)."""
+    stored = (state.get("hyper_parameters") or {}).get("preprocessing")
+    return Preprocessing.from_dict(stored) if stored else None
+
+
+def without_weight_sources(cfg: DictConfig, stats: tuple[Sequence[float], Sequence[float]] | None = None) -> DictConfig:
+    """Building must not download or read pretrained weights that the checkpoint's state dict overwrites; the input
+    statistics those weights brought stay (`stats`, else the config's own, see `run_input_stats`)."""
+    mean, std = stats or run_input_stats(cfg)
     cfg = cfg.copy()
     with open_dict(cfg):
         cfg.backbone.weights = None  # the checkpoint's own weights replace both
         cfg.init_from = None
+        cfg.backbone.mean, cfg.backbone.std = list(mean), list(std)
     return cfg
 
 
 def load_checkpoint(path: str | Path, what: str = "ckpt=") -> LoadedCheckpoint:
-    """Rebuild the task module with `build_task` from what the checkpoint stores and load its weights."""
+    """Rebuild the task module with `build_task` from what the checkpoint stores (its config, classes and
+    preprocessing record) and load its weights."""
     state = read_checkpoint(path, what)
     cfg, class_names, category_ids = stored_run(state, path)
-    module = build_task(without_weight_sources(cfg), class_names, category_ids)
+    record = stored_preprocessing(state)  # None for runs before it had one: made from the config
+    module = build_task(without_weight_sources(cfg, (record.mean, record.std) if record else None), class_names,
+                        category_ids)
     module.load_state_dict(state["state_dict"])
     module.eval()
-    stored = (state.get("hyper_parameters") or {}).get("preprocessing")
-    body = registry_backbone(module.model.body)
-    record = Preprocessing.from_dict(stored) if stored else Preprocessing.from_config(cfg, body.size_divisibility)
-    return LoadedCheckpoint(module, cfg, class_names, category_ids, Path(path), record)
+    if record is not None:
+        module.hparams["preprocessing"] = record.to_dict()
+    return LoadedCheckpoint(module, cfg, class_names, category_ids, Path(path), module.preprocessing)

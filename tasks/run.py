@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backbones.checkpoint_file import read_checkpoint
+from data.splits import SplitDataModule
 
 from .base import TaskModule
 from .bn_calibration import resolve_norm_policy
@@ -26,7 +27,7 @@ from .build import build_task
 from .evaluation import check_evaluation_checkpoint, check_same_classes
 from .progress import stdout_is_terminal
 from .quiet import quiet_libraries
-from .restore import without_weight_sources
+from .restore import stored_preprocessing, without_weight_sources
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def _setup(cfg: DictConfig) -> tuple[Path, L.LightningDataModule, TaskModule, An
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()  # idempotent; the class list must exist before the head is built
     module = build_task(cfg, datamodule.class_names, getattr(datamodule, "category_ids", None))
+    if isinstance(datamodule, SplitDataModule):  # the model's record: eval transforms and padding
+        datamodule.use_preprocessing(module.preprocessing)
     module.example_input_array = _example_input(cfg, datamodule)
 
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
@@ -154,9 +157,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """`train=false`: validate and test the checkpoint `ckpt_path` on the configured data without fitting; print
     the val and test metrics (and the task's tables) and return them."""
     ckpt = check_evaluation_checkpoint(cfg)
-    # the checkpoint's weights replace any pretrained backbone / init_from ones: don't fetch those
-    run_dir, datamodule, module, logger, trainer = _setup(without_weight_sources(cfg))
     state = read_checkpoint(ckpt, "ckpt_path=")  # read once, for the class check and the weights of both passes
+    # the checkpoint's weights replace any pretrained backbone / init_from ones: don't fetch those; its record keeps
+    # the input statistics it was trained with
+    record = stored_preprocessing(state)
+    run_dir, datamodule, module, logger, trainer = _setup(
+        without_weight_sources(cfg, (record.mean, record.std) if record else None))
     check_same_classes(state, ckpt, module.class_names)
     module.load_state_dict(state["state_dict"])
     metrics = _first(trainer.validate(module, datamodule=datamodule, verbose=False))

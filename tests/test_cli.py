@@ -166,10 +166,10 @@ def test_unreachable_makes_one_short_attempt(monkeypatch):
 
 
 def test_unknown_torchvision_weights_list_each_tag_once():
-    from backbones.weights import WeightsError, torchvision_weights_url
+    from backbones.weights import WeightsError, torchvision_weights
 
     with pytest.raises(WeightsError) as info:
-        torchvision_weights_url("resnet50", "IMAGENET")
+        torchvision_weights("resnet50", "IMAGENET")
     assert str(info.value).count("DEFAULT") == 1 and "IMAGENET1K_V2" in str(info.value)
 
 

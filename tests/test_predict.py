@@ -237,7 +237,7 @@ def test_no_readable_image_is_an_error(checkpoint, tmp_path, caplog):
 
 def test_the_preprocessing_record_travels_in_the_checkpoint(tmp_path_factory):
     """Every checkpoint carries the preprocessing record; predict.py reads it (not the data options)."""
-    from tasks.preprocessing import Preprocessing
+    from data.preprocessing import Preprocessing
     from tasks.restore import load_checkpoint
 
     for task in ("classification", "segmentation"):

@@ -3,6 +3,7 @@ joint transforms, padding collate, bad inputs, and the synthetic set."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,14 +14,15 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 
+from backbones.catalog import IMAGENET_MEAN
 from data import CocoSegmentationDataModule, DataError, MaskDataModule
 from data.coco import load_coco
 from data.masks import coco_mask
+from data.preprocessing import Preprocessing
 from data.segmentation import collate
 from data.synthetic import segmentation_image, synthetic_segmentation
 from data.transforms import segmentation_transforms
 
-PLAIN = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # images come out as pixel / 255
 SIZES = {"a": (20, 24), "b": (16, 28), "c": (18, 18)}  # stem -> (height, width)
 
 
@@ -58,7 +60,7 @@ def make_masks(root: Path, splits=("train", "val"), classes: str | None = "backg
 
 
 def masks_dm(root: Path | None, **kw) -> MaskDataModule:
-    kw = {"image_size": 32, "batch_size": 3, "num_workers": 0, **PLAIN, **kw}
+    kw = {"image_size": 32, "batch_size": 3, "num_workers": 0, **kw}
     return MaskDataModule(str(root) if root else None, **kw)
 
 
@@ -68,7 +70,8 @@ def folder(tmp_path: Path) -> Path:
 
 
 def red_as_mask(image: torch.Tensor) -> torch.Tensor:
-    """Undo `image_of` on a transformed image (PLAIN normalization): the mask it was drawn from."""
+    """Undo `image_of` on a transformed image (pixel / 255: the pipeline does not normalise): the mask it was drawn
+    from."""
     red = (image[0] * 255).round().long()
     return torch.where(red == 200, 255, red // 40)
 
@@ -115,7 +118,9 @@ def test_eval_size_and_batches_padded_to_32(folder):
     module.setup("fit")
     images, masks = next(iter(module.val_dataloader()))
     assert images.shape == (3, 3, 32, 32) and masks.shape == (3, 32, 32) and masks.dtype == torch.int64
-    assert (masks[1, 16:] == 255).all() and (masks[1, :, 28:] == 255).all() and (images[1, :, 16:] == 0).all()
+    assert (masks[1, 16:] == 255).all() and (masks[1, :, 28:] == 255).all()
+    mean_colour = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)  # 0 once the model normalises it
+    assert torch.allclose(images[1, :, 16:], mean_colour.expand(3, 16, 32))
     assert torch.equal(masks[1, :16, :28], torch.from_numpy(pattern("b")).long())
     images, masks = next(iter(masks_dm(folder, eval_size=36).val_dataloader()))
     assert images.shape == (3, 3, 64, 64)  # short sides 36: a 36x43, b 36x63, c 36x36 -> padded to 64
@@ -198,7 +203,7 @@ def blocks(height: int, width: int, cell: int = 8) -> np.ndarray:
 
 
 def transform_pair(mask: np.ndarray, **kw) -> tuple[torch.Tensor, torch.Tensor]:
-    tf = segmentation_transforms(kw.pop("train", True), kw.pop("image_size"), photometric=0.0, **PLAIN, **kw)
+    tf = segmentation_transforms(kw.pop("train", True), kw.pop("image_size"), photometric=0.0, **kw)
     image, out = tf(Image.fromarray(image_of(mask, "a")), tv_tensors.Mask(torch.from_numpy(mask)))
     assert image.dtype == torch.float32 and out.dtype == torch.int64 and out.shape == image.shape[1:]
     return image, out
@@ -249,7 +254,7 @@ def test_eval_transform_resizes_only_when_asked():
 def test_photometric_changes_the_image_only():
     torch.manual_seed(0)
     mask = blocks(32, 32)
-    tf = segmentation_transforms(True, 32, scale=(1.0, 1.0), hflip=0.0, photometric=1.0, **PLAIN)
+    tf = segmentation_transforms(True, 32, scale=(1.0, 1.0), hflip=0.0, photometric=1.0)
     image, out = tf(Image.fromarray(image_of(mask, "a")), tv_tensors.Mask(torch.from_numpy(mask)))
     assert torch.equal(out, torch.from_numpy(mask).long()) and not torch.equal(red_as_mask(image), out)
 
@@ -257,21 +262,30 @@ def test_photometric_changes_the_image_only():
 def test_collate_pads_to_a_multiple_with_ignore():
     a = (torch.ones(3, 30, 40), torch.zeros(30, 40, dtype=torch.int64))
     b = (torch.full((3, 50, 20), 2.0), torch.ones(50, 20, dtype=torch.int64))
-    images, masks = collate([a, b])
+    black = Preprocessing("segmentation", mean=(0.0, 0.0, 0.0), mask_pad_value=255)
+    images, masks = collate([a, b], black)
     assert images.shape == (2, 3, 64, 64) and masks.shape == (2, 64, 64) and masks.dtype == torch.int64
     assert images[0, :, :30, :40].eq(1).all() and images[0].sum() == 3 * 30 * 40
     assert masks[0, :30, :40].eq(0).all() and (masks[0] == 255).sum() == 64 * 64 - 30 * 40
     assert masks[1, :50, :20].eq(1).all() and (masks[1] == 255).sum() == 64 * 64 - 50 * 20
-    images, masks = collate([a, b], size_divisibility=1, ignore_index=7)
+    images, masks = collate([a, b], Preprocessing("segmentation", size_divisibility=1, mask_pad_value=7))
     assert images.shape == (2, 3, 50, 40) and masks[0, 30:].eq(7).all() and masks[1, :, 20:].eq(7).all()
+    # images are padded with the mean colour of the record (0 once the model normalises it)
+    assert torch.allclose(images[1, :, 0, 39], torch.tensor(IMAGENET_MEAN))
+
+
+def divisor(module, size_divisibility: int):
+    """The data module with the record of a backbone whose size_divisibility is `size_divisibility`."""
+    module.use_preprocessing(dataclasses.replace(module.record, size_divisibility=size_divisibility))
+    return module
 
 
 def test_loader_pads_with_the_datamodule_ignore_index(folder):
     (folder / "train" / "masks" / "a.png").write_bytes((folder / "train" / "masks" / "c.png").read_bytes())
-    module = masks_dm(folder, classes=["a", "b", "c"], ignore_index=255, size_divisibility=1)
+    module = divisor(masks_dm(folder, classes=["a", "b", "c"], ignore_index=255), 1)
     _, masks = next(iter(module.val_dataloader()))
     assert masks.shape == (3, 20, 28)
-    module = masks_dm(folder, ignore_index=255, size_divisibility=64)
+    module = divisor(masks_dm(folder, ignore_index=255), 64)
     assert next(iter(module.val_dataloader()))[1].shape == (3, 64, 64)
 
 
@@ -350,7 +364,7 @@ def coco(tmp_path: Path) -> Path:
 
 
 def coco_dm(root: Path | None, **kw) -> CocoSegmentationDataModule:
-    kw = {"image_size": 32, "batch_size": 2, "num_workers": 0, **PLAIN, **kw}
+    kw = {"image_size": 32, "batch_size": 2, "num_workers": 0, **kw}
     return CocoSegmentationDataModule(str(root) if root else None, **kw)
 
 
@@ -495,6 +509,6 @@ def test_synthetic_datamodule(isolated_cache):
 
 
 def test_batches_from_a_worker(folder):
-    module = masks_dm(folder, batch_size=2, num_workers=1, size_divisibility=8)
+    module = divisor(masks_dm(folder, batch_size=2, num_workers=1), 8)
     module.setup("validate")
     assert [tuple(m.shape) for _, m in module.val_dataloader()] == [(2, 24, 32), (1, 24, 24)]

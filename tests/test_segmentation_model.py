@@ -53,16 +53,19 @@ def test_depth_follows_decoder_channels_and_bad_values_are_explained(caplog):
 
 def test_same_network_as_smp_unet():
     """With the same weights, Cerberus' U-Net on resnet34 is smp.Unet("resnet34"): smp's state dict loads by
-    renaming `encoder.` to `body.`, and the outputs are equal."""
+    renaming `encoder.` to `body.`, and the outputs are equal: ours on RGB in [0, 1] (it normalises its input with the
+    record's statistics), smp's on the same images normalised by hand as its users' pipelines do."""
     torch.manual_seed(0)
     reference = smp.Unet("resnet34", encoder_weights=None, classes=5).eval()
-    ours = SegmentationModel(build_body({"name": "resnet34"}), 5).eval()
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    ours = SegmentationModel(build_body({"name": "resnet34"}), 5, mean=mean, std=std).eval()
     state = {k.replace("encoder.", "body.", 1): v for k, v in reference.state_dict().items()}
     missing, unexpected = ours.load_state_dict(state, strict=True)
     assert not missing and not unexpected
-    x = torch.randn(2, 3, 64, 96)
+    x = torch.rand(2, 3, 64, 96)
+    normalized = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), reference(x))
+        torch.testing.assert_close(ours(x), reference(normalized))
 
 
 def hand_scores(pred: np.ndarray, target: np.ndarray, k: int, ignore: int) -> dict:
@@ -138,7 +141,7 @@ def test_overlay_and_grid_paint_classes_not_background_or_ignore():
     assert tuple(out[:, 0, 3].tolist()) == (0, 0, 0)  # ignore label: unpainted
     images = torch.zeros(2, 3, 16, 16)
     grid = segmentation_grid(images, torch.ones(2, 16, 16, dtype=torch.long), torch.zeros(2, 16, 16, dtype=torch.long),
-                             ["background", "circle"], mean=(0, 0, 0), std=(1, 1, 1), upscale_to=32)
+                             ["background", "circle"], upscale_to=32)
     assert grid.dtype == torch.uint8 and grid.shape == (3, 2 * 32 + 3 * 2, 3 * 32 + 4 * 2)
     pred_tile = grid[:, 2:34, 2 * 34 + 2:3 * 34]
     truth_tile = grid[:, 2:34, 34 + 2:2 * 34]

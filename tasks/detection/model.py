@@ -31,6 +31,8 @@ class DetectionModel(nn.Module):
         roi_align: `sparse` (the same RoIAlign as a sparse matrix on CPU, several times faster; see roi_align.py)
             or `torchvision` (its kernel everywhere).
         representation_size: width of the two-layer box head.
+        mean, std: the input normalisation (the preprocessing record's, i.e. the weights' statistics), done by
+            torchvision's transform.
         detector_kwargs: `min_size`, `max_size`, `rpn_*`, `box_*`, passed to torchvision's FasterRCNN with its
             defaults; a list `min_size` samples one per training batch (multi-scale training), the last one in eval.
 
@@ -51,8 +53,8 @@ class DetectionModel(nn.Module):
         roi_sampling_ratio: int = 2,
         roi_align: str = "sparse",
         representation_size: int = 1024,
-        image_mean: Sequence[float] = IMAGENET_MEAN,
-        image_std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
         **detector_kwargs,
     ) -> None:
         super().__init__()
@@ -90,7 +92,7 @@ class DetectionModel(nn.Module):
             detector_kwargs["min_size"] = tuple(detector_kwargs["min_size"])
         self.detector = FasterRCNN(
             body, rpn_anchor_generator=anchors, box_roi_pool=pooler, box_head=box_head, box_predictor=predictor,
-            image_mean=list(image_mean), image_std=list(image_std), **detector_kwargs,
+            image_mean=list(mean), image_std=list(std), **detector_kwargs,
         )
         self.num_classes = num_classes
 

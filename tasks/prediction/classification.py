@@ -12,23 +12,19 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from data.transforms import classification_transforms
-
 from .base import Predictor, prepare_image
 
 SHOWN_ROWS, SHOWN_LABELS = 20, 3  # the printed table; the files have every row and all k labels
 
 
 class ClassificationPredictor(Predictor):
-    """The eval transform of the checkpoint's preprocessing record (`classification_transforms(train=False)`: its
-    size, crop_pct, mean / std); softmax probabilities; the k best labels per image (k = `topk` capped at the class
+    """The eval transform of the checkpoint's preprocessing record (resize to size / crop_pct, centre crop; the model
+    normalises); softmax probabilities; the k best labels per image (k = `topk` capped at the class
     count)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        p = self.loaded.preprocessing
-        transform = classification_transforms(False, int(p.size), crop_pct=float(p.crop_pct), mean=p.mean, std=p.std)
-        self.prepare = partial(prepare_image, transform=transform, keep_original=False)
+        self.prepare = partial(prepare_image, transform=self.loaded.preprocessing.eval_transform(), keep_original=False)
         self.k = max(1, min(self.options.topk, len(self.loaded.class_names)))
         self.rows: list[tuple[str, list[str], list[float]]] = []
 

@@ -13,9 +13,6 @@ from PIL import Image
 from rich.console import Console
 from torch import Tensor
 
-from data.segmentation import pad_to_batch
-from data.transforms import segmentation_transforms
-
 from ..drawing import save_png
 from ..segmentation.visualize import BACKGROUND_NAMES, overlay_mask
 from .base import Predictor, prepare_image
@@ -23,18 +20,16 @@ from .inputs import output_names
 
 
 class SegmentationPredictor(Predictor):
-    """The eval transform of the checkpoint's preprocessing record (normalize with its mean / std, short side to
-    its `size` if it has one); the batch padded as in training (`pad_to_batch`, to a multiple of
+    """The eval transform of the checkpoint's preprocessing record (short side to its `size` if it has one; the model
+    normalises); the batch padded as in training (`Preprocessing.pad_images`: the mean colour, to a multiple of
     `size_divisibility`); each output cropped back and, when the image was resized, its probabilities resized
     (bilinear) to the size on disk before the argmax."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        p = self.loaded.preprocessing
-        # eval transforms take no crop: the size argument is the training crop's, unused here
-        transform = segmentation_transforms(False, None, eval_size=p.size, mean=p.mean, std=p.std)
-        self.prepare = partial(prepare_image, transform=transform, keep_original=self.options.overlay)
-        self.divisor, self.pad_value = p.size_divisibility, p.pad_value
+        self.record = self.loaded.preprocessing
+        self.prepare = partial(prepare_image, transform=self.record.eval_transform(),
+                               keep_original=self.options.overlay)
         names = self.loaded.class_names
         self.skip = [k for k, n in enumerate(names) if n.lower() in BACKGROUND_NAMES]  # not painted
         self.png_names = output_names(self.files.names)
@@ -42,7 +37,7 @@ class SegmentationPredictor(Predictor):
 
     def forward(self, items: list[dict[str, Any]], device: torch.device) -> list[Tensor]:
         images = [x["image"] for x in items]
-        probs = self.loaded.module.predict_step(pad_to_batch(images, self.divisor, self.pad_value).to(device), 0)
+        probs = self.loaded.module.predict_step(self.record.pad_images(images).to(device), 0)
         masks = []
         for p, image, item in zip(probs, images, items):
             p = p[:, : image.shape[-2], : image.shape[-1]]

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 from backbones import Backbone
 from backbones.base import Neck
+from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
 
+from ..normalize import Normalize
 from .semantic_fpn import SemanticFPNHead
 
 log = logging.getLogger(__name__)
@@ -31,13 +33,16 @@ def _levels(body: Backbone) -> list[str]:
 
 
 class _Segmenter(nn.Module):
-    """What both decoders share: `body`, `num_classes`, the levels read (`in_features`) and logits brought to the
-    input's size. Subclasses set `decoder_name` and implement `decode`."""
+    """What both decoders share: the input normalisation (`mean` / `std`, the preprocessing record's), `body`,
+    `num_classes`, the levels read (`in_features`) and logits brought to the input's size. Subclasses set
+    `decoder_name` and implement `decode`."""
 
     decoder_name: str
 
-    def __init__(self, body: Backbone, num_classes: int) -> None:
+    def __init__(self, body: Backbone, num_classes: int, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
         super().__init__()
+        self.normalize = Normalize(mean, std)
         self.body = body
         self.num_classes = num_classes
         self.in_features: list[str] = []
@@ -46,7 +51,8 @@ class _Segmenter(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> logits (B, num_classes, H, W)."""
+        """(B, C, H, W) RGB in [0, 1] -> logits (B, num_classes, H, W)."""
+        x = self.normalize(x)
         out = self.decode(x, self.body(x))
         if out.shape[-2:] != x.shape[-2:]:  # semantic FPN predicts at stride 4
             out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -69,8 +75,9 @@ class UnetModel(_Segmenter):
 
     def __init__(self, body: Backbone, num_classes: int, decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
                  decoder_norm: str | bool = "batchnorm", decoder_attention: str | None = None,
-                 decoder_interpolation: str = "nearest") -> None:
-        super().__init__(body, num_classes)
+                 decoder_interpolation: str = "nearest", *, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__(body, num_classes, mean, std)
         shapes, levels, depth = body.output_shape(), _levels(body), len(decoder_channels)
         if not 1 <= depth <= len(levels):
             raise ValueError(
@@ -104,8 +111,9 @@ class SemanticFPNModel(_Segmenter):
     decoder_name = "semantic_fpn"
 
     def __init__(self, body: Backbone, num_classes: int, fpn_channels: int = 128,
-                 fpn_features: Sequence[str] | None = None, dropout: float = 0.0) -> None:
-        super().__init__(body, num_classes)
+                 fpn_features: Sequence[str] | None = None, dropout: float = 0.0, *,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__(body, num_classes, mean, std)
         shapes, levels = body.output_shape(), _levels(body)
         features = list(fpn_features) if fpn_features else [f for f in levels if shapes[f].stride <= 32]
         unknown = [f for f in features if f not in shapes]
@@ -123,7 +131,9 @@ OPTIONS = {"unet": ("decoder_channels", "decoder_norm", "decoder_attention", "de
            "semantic_fpn": ("fpn_channels", "fpn_features", "dropout")}
 
 
-def SegmentationModel(body: Backbone, num_classes: int, decoder: str = "auto", **options: Any) -> _Segmenter:
+def SegmentationModel(body: Backbone, num_classes: int, decoder: str = "auto", *,
+                      mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                      **options: Any) -> _Segmenter:
     """The default `task.model._target_`: `decoder=auto` builds `SemanticFPNModel` on an FPN neck (any Neck), else
     `UnetModel`; `unet` / `semantic_fpn` force one. `options` are both decoders' settings (the config carries both):
     each model takes its own."""
@@ -133,4 +143,5 @@ def SegmentationModel(body: Backbone, num_classes: int, decoder: str = "auto", *
     unknown = set(options) - {o for opts in OPTIONS.values() for o in opts}
     if unknown:
         raise TypeError(f"SegmentationModel got unknown options {sorted(unknown)}")
-    return MODELS[name](body, num_classes, **{k: v for k, v in options.items() if k in OPTIONS[name]})
+    chosen = {k: v for k, v in options.items() if k in OPTIONS[name]}
+    return MODELS[name](body, num_classes, mean=mean, std=std, **chosen)

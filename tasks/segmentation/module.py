@@ -4,14 +4,12 @@ a per-class IoU table after testing, and drawn predictions each validation."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from rich.table import Table
 from torch import Tensor
-
-from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
 
 from ..base import TaskModule
 from ..drawing import publish_validation_grid
@@ -99,19 +97,13 @@ class SegmentationTask(TaskModule):
     def on_validation_epoch_end(self) -> None:
         self._log_split("val", per_class=True)
         if self._vis_batch is not None:
-            grid = segmentation_grid(*self._vis_batch, self.class_names, *self._normalization(),
-                                     max_images=self.vis_images)
+            grid = segmentation_grid(*self._vis_batch, self.class_names, max_images=self.vis_images)
             self._vis_batch = None
             publish_validation_grid(self, grid, "image | ground truth | prediction")
 
     def on_test_epoch_end(self) -> None:
         scores = self._log_split("test", per_class=True)
         self.per_class = {k: scores[k].tolist() for k in ("iou", "dice", "support")}
-
-    def _normalization(self) -> tuple[Sequence[float], Sequence[float]]:
-        """The datamodule's mean / std, to show images as they were on disk."""
-        dm = getattr(self.trainer, "datamodule", None)
-        return getattr(dm, "mean", IMAGENET_MEAN), getattr(dm, "std", IMAGENET_STD)
 
     def report_tables(self) -> list[Table]:
         if not self.per_class:

@@ -38,26 +38,18 @@ def overlay_mask(image: Tensor, mask: Tensor, num_classes: int, skip: Sequence[i
                                    colors=[colors[k] for k, k_in in zip(labels, keep.tolist()) if k_in])
 
 
-def denormalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """(3, H, W) normalized float -> (3, H, W) uint8."""
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-    return to_uint8(image.detach().cpu().float() * std_t + mean_t)
-
-
 def segmentation_grid(images: Tensor, preds: Tensor, targets: Tensor | None, class_names: Sequence[str],
-                      mean: Sequence[float], std: Sequence[float], max_images: int = 4,
-                      upscale_to: int | None = 192) -> Tensor:
+                      max_images: int = 4, upscale_to: int | None = 192) -> Tensor:
     """Rows of [image | truth overlay | prediction overlay] for the first `max_images`: (3, H', W') uint8.
 
-    images (B, 3, H, W) normalized by `mean` / `std`; preds, targets (B, H, W) labels. A class named like
-    background is not painted; small images are enlarged (nearest) to `upscale_to` on the longer side.
+    images (B, 3, H, W) RGB in [0, 1] (as the data pipeline gives them); preds, targets (B, H, W) labels. A class
+    named like background is not painted; small images are enlarged (nearest) to `upscale_to` on the longer side.
     """
     num_classes = len(class_names)
     skip = [k for k, name in enumerate(class_names) if name.lower() in BACKGROUND_NAMES]
     tiles = []
     for i in range(min(max_images, len(images))):
-        image, pred = denormalize(images[i], mean, std), preds[i].cpu()
+        image, pred = to_uint8(images[i]), preds[i].cpu()
         target = targets[i].cpu() if targets is not None else None
         h, w = image.shape[-2:]
         if upscale_to and max(h, w) < upscale_to:
