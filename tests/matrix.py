@@ -185,6 +185,7 @@ def run_cell(task: str, backbone: str, neck: str, steps: int = 3, extra: Sequenc
             callbacks = resolve_norm_policy(cfg)
             cell.note = "calibrated frozen BN" if cfg.backbone.calibrate_bn else f"norm={cfg.backbone.norm}"
             module = build_task(cfg, datamodule.class_names, getattr(datamodule, "category_ids", None))
+            datamodule.use_preprocessing(module.preprocessing)  # as train.py: the model's record
             if module.scheduler_factory is not None:
                 schedule = module.scheduler_factory
                 module.scheduler_factory = lambda optimizer, total_steps: schedule(optimizer, total_steps=horizon)
