@@ -27,12 +27,14 @@ def run(cfg: DictConfig) -> float | None:
     """Fit and test (with `train=false`: evaluate `ckpt_path`); the value a sweeper would optimise."""
     check_config(cfg, HydraConfig.get().runtime.choices)  # each job of a sweep (preflight covers single runs)
     # heavy imports after Hydra has parsed (fast --help, fast config errors)
+    from tasks.distributed import one_job
     from tasks.divergence import DivergenceError
     from tasks.run import train
 
     run = HydraConfig.get().runtime.output_dir
     try:
-        metrics = train(cfg)
+        with one_job():  # under DDP every rank runs this job, in this directory; a sweep's next job starts clean
+            metrics = train(cfg)
     except DivergenceError as err:  # the message is the whole story: where, which terms, what to try
         mark_failed(run, err)
         print(f"error: {err}", file=sys.stderr)

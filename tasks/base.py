@@ -85,10 +85,11 @@ class TaskModule(L.LightningModule):
 
     def log_metrics(self, metrics: Metric | MetricCollection, prefix: str = "", prog_bar: tuple[str, ...] = ()) -> None:
         """Log `metrics.compute()` as `prefix + name` once per epoch, then reset. compute() syncs the states
-        across DDP processes; logging per epoch rather than per step keeps Lightning's per-call cost out of
+        across DDP processes (so every rank logs the same value; `sync_dist` averages equal values, and tells
+        Lightning they are global); logging per epoch rather than per step keeps Lightning's per-call cost out of
         the training loop. Logged names in `prog_bar` also go to the progress bar."""
         for name, value in metrics.compute().items():
-            self.log(prefix + name, value, prog_bar=prefix + name in prog_bar)
+            self.log(prefix + name, value, prog_bar=prefix + name in prog_bar, sync_dist=True)
         metrics.reset()
 
     def report_tables(self) -> list[Table]:

@@ -128,7 +128,12 @@ class LogProgress(L.Callback):
         step_log.info(line)
 
     @rank_zero_only
+    def _log_epoch(self, line: str) -> None:
+        log.info(line)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on every rank: reading callback_metrics reduces the sync_dist values across DDP ranks, a collective that
+        # deadlocks if only rank 0 enters it; only rank 0 prints
         if trainer.sanity_checking:
             return
         metrics: dict[str, float] = {}
@@ -150,4 +155,4 @@ class LogProgress(L.Callback):
             if better:
                 self.best = (value, trainer.current_epoch + 1)
             text += f"  (best {monitor} {self.best[0]:.4g}, epoch {self.best[1]})"
-        log.info(f"{_epoch(trainer)} done in {duration(time.perf_counter() - self._epoch_start)}: {text}")
+        self._log_epoch(f"{_epoch(trainer)} done in {duration(time.perf_counter() - self._epoch_start)}: {text}")

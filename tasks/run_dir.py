@@ -7,6 +7,7 @@ nothing heavy, so `--help` stays fast.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import traceback
 from datetime import datetime
@@ -39,11 +40,25 @@ def hydra_subdir(ckpt_path: str | None, train: bool) -> str:
     return ".hydra"
 
 
+MAX_JOB_DIRNAME = 160  # file systems refuse names over 255 bytes; long override lists went past it
+
+
+def job_subdir(num: int, override_dirname: str) -> str:
+    """A sweep job's directory: `<num>_<overrides>` (Hydra's `override_dirname`), the overrides cut to
+    `MAX_JOB_DIRNAME` characters and ended by a hash of the whole list when longer, so every job keeps a unique,
+    legal name however many overrides the command has."""
+    name = str(override_dirname)
+    if len(name) > MAX_JOB_DIRNAME:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{name[:MAX_JOB_DIRNAME]}...{digest}"
+    return f"{num}_{name}"
+
+
 def register_resolvers() -> None:
     from .cli import config_groups  # `--help`'s list of groups and options
 
     for name, fn in (("cerberus_run_dir", run_dir), ("cerberus_hydra_subdir", hydra_subdir),
-                     ("cerberus_config_groups", config_groups)):
+                     ("cerberus_job_subdir", job_subdir), ("cerberus_config_groups", config_groups)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

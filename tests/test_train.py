@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 
@@ -100,3 +101,31 @@ def test_ddp_two_cpu_processes(tmp_path):
     # SyncBatchNorm is CUDA-only in torch: on CPU it is switched off, and the stored config says so
     assert hp["config"]["trainer"]["strategy"] == "ddp" and hp["config"]["trainer"]["sync_batchnorm"] is False
     assert "sync_batchnorm needs GPUs" in proc.stdout + proc.stderr
+    assert [p.name for p in run_dir.rglob(".hydra")] == [".hydra"]  # one record of the command, rank 0's
+    # epoch-level values are reduced across the ranks (Lightning warns about every one that is not)
+    assert "sync_dist=True" not in proc.stdout + proc.stderr
+    with (run_dir / "csv" / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert any(r.get("test/acc1") for r in rows) and any(r.get("train/loss_epoch") for r in rows)
+
+
+@pytest.mark.slow
+def test_ddp_sweep_launches_each_job_once_with_all_ranks(tmp_path):
+    """Lightning's DDP launcher re-runs the command line for ranks 1..; under -m that used to re-run the whole sweep
+    (two sweep trees, each job launched twice). Now: one sweep, each job in its own directory on both ranks."""
+    proc = run_train("-m", *QUICK, *CPU_DDP, "backbone=resnet18,resnet34", "logger=csv",
+                     "trainer.limit_train_batches=2", cwd=tmp_path)
+    assert_ok(proc)
+    out = proc.stdout + proc.stderr
+    assert out.count("Launching 2 jobs locally") == 1
+    sweeps = list((tmp_path / "multirun" / "classification").iterdir())
+    assert len(sweeps) == 1 and not (tmp_path / "outputs").exists()
+    jobs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
+    assert [j.name[:2] for j in jobs] == ["0_", "1_"]
+    for job, backbone in zip(jobs, ("resnet18", "resnet34")):
+        # rank 1 ran this job (its own log beside rank 0's), not the sweep, and wrote no second .hydra
+        rank1 = (job / "train_ddp_process_1.log").read_text()
+        assert f"backbone: {backbone}" in rank1 and [p.name for p in job.rglob(".hydra")] == [".hydra"]
+        with (job / "csv" / "metrics.csv").open() as f:
+            tests = [r for r in csv.DictReader(f) if r.get("test/acc1")]
+        assert len(tests) == 1 and 0 <= float(tests[0]["test/acc1"]) <= 1

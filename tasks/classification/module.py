@@ -40,7 +40,7 @@ class ClassificationTask(TaskModule):
         metrics.update(logits.detach(), labels)
         on_step = split == "train"
         self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=labels.numel(), sync_dist=not on_step)
+                 batch_size=labels.numel(), sync_dist=True)  # the epoch mean over every rank's batches
         return loss
 
     def on_train_epoch_end(self) -> None:

@@ -58,7 +58,7 @@ class SegmentationTask(TaskModule):
         getattr(self, f"{split}_metrics").update(logits.detach(), masks)
         on_step = split == "train"
         self.log(f"{split}/loss", terms["loss"], on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=len(images), sync_dist=not on_step)
+                 batch_size=len(images), sync_dist=True)  # the epoch mean over every rank's batches
         if on_step and len(terms) > 2:  # the separate terms when Dice is on
             self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"}, batch_size=len(images))
         return terms, logits
@@ -85,10 +85,11 @@ class SegmentationTask(TaskModule):
         scores = metrics.compute()  # synced across DDP processes
         metrics.reset()
         for name in ("mIoU", "acc", "mDice"):
-            self.log(f"{split}/{name}", scores[name].float(), prog_bar=split == "val" and name == "mIoU")
+            self.log(f"{split}/{name}", scores[name].float(), prog_bar=split == "val" and name == "mIoU",
+                     sync_dist=True)  # equal on every rank: compute() synced the states
         if per_class:
             for name, value in zip(self.class_names, scores["iou"].tolist()):
-                self.log(f"{split}/IoU/{name}", value)
+                self.log(f"{split}/IoU/{name}", value, sync_dist=True)
         return scores
 
     def on_train_epoch_end(self) -> None:
