@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
 from backbones.hydra_configs import compose_config
 from tasks.build import build_task
+from tasks.hardware import fit_to_hardware
 
 OVERRIDES = ["optim=sgd", "optim.lr=0.01", "logger=csv", "data.num_workers=0"]
 
@@ -101,6 +102,7 @@ def images_per_second(seconds: list[float], warmup: int, batch: int) -> float:
 
 def make_trainer(cfg, timer: StepTimer) -> L.Trainer:
     callbacks = [instantiate(c) for name, c in cfg.callbacks.items() if name != "model_checkpoint"]
+    fit_to_hardware(cfg.trainer)
     return instantiate(cfg.trainer, max_epochs=1, limit_val_batches=0, enable_checkpointing=False,
                        num_sanity_val_steps=0, callbacks=[*callbacks, timer], logger=instantiate(cfg.logger))
 

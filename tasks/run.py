@@ -25,6 +25,7 @@ from .base import TaskModule
 from .bn_calibration import resolve_norm_policy
 from .build import build_task
 from .evaluation import check_evaluation_checkpoint, check_same_classes
+from .hardware import fit_to_hardware
 from .progress import stdout_is_terminal
 from .quiet import quiet_libraries
 from .restore import stored_preprocessing, without_weight_sources
@@ -88,20 +89,12 @@ def check_complete(cfg: DictConfig) -> None:
         )
 
 
-def _sync_batchnorm_only_on_gpu(trainer_cfg: DictConfig) -> None:
-    """torch's SyncBatchNorm runs only on CUDA; under CPU DDP (gloo) fall back to per-process BatchNorm."""
-    on_cpu = trainer_cfg.accelerator == "cpu" or (trainer_cfg.accelerator == "auto" and not torch.cuda.is_available())
-    if trainer_cfg.get("sync_batchnorm") and on_cpu:
-        log.warning("trainer.sync_batchnorm needs GPUs (torch's SyncBatchNorm is CUDA-only): disabled on CPU")
-        trainer_cfg.sync_batchnorm = False
-
-
 def _setup(cfg: DictConfig) -> tuple[Path, L.LightningDataModule, TaskModule, Any, L.Trainer]:
     """What fitting and evaluating share: checks, seed, the stored config, data, model, logger and Trainer."""
     check_complete(cfg)
     _single_log_stream()
     quiet_libraries(bool(cfg.get("verbose", False)))
-    _sync_batchnorm_only_on_gpu(cfg.trainer)  # before the config is stored, so it records what ran
+    fit_to_hardware(cfg.trainer)  # precision=auto, SyncBatchNorm on CPU: before the config is stored
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     extra_callbacks = resolve_norm_policy(cfg) if cfg.get("train", True) else []  # writes its choice into cfg

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 
 from backbones import BACKBONES, NECKS
 from backbones.hydra_configs import compose_config, register_configs
+from tasks.hardware import fit_to_hardware
 
 GROUPS = ["task", "backbone", "neck", "data", "trainer", "logger", "optim", "scheduler", "callbacks", "experiment"]
 
@@ -80,6 +81,7 @@ def test_trainer_callbacks_and_loggers_instantiate(hydra_ctx, tmp_path):
             cfg = compose_resolved([f"trainer={trainer}", f"logger={logger}", "logger.mode=offline"
                                     if logger == "wandb" else "trainer.max_epochs=1"], tmp_path)
             callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+            fit_to_hardware(cfg.trainer)
             t = instantiate(cfg.trainer, callbacks=callbacks, logger=instantiate(cfg.logger))
             assert isinstance(t, L.Trainer)
     ddp = compose_resolved(["trainer=ddp"], tmp_path).trainer
