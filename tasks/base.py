@@ -36,6 +36,8 @@ class TaskModule(L.LightningModule):
         preprocessing: the preprocessing record (`Preprocessing.to_dict()`), stored in every checkpoint.
         channels_last: store the model's 4-D weights (and so its activations) as NHWC, which oneDNN on CPUs and
             cuDNN on tensor-core GPUs run faster (timm's `--channels-last`); numerics stay float32.
+        compile: `torch.compile` the model in place (`nn.Module.compile`: state-dict keys unchanged, so checkpoints
+            stay interchangeable with eager runs); the first steps pay the compilation (README, Benchmark).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class TaskModule(L.LightningModule):
         run_config: Mapping[str, Any] | None = None,
         preprocessing: Mapping[str, Any] | None = None,
         channels_last: bool = False,
+        compile: bool = False,  # noqa: A002 - the config key users type: task.module.compile=true
     ) -> None:
         super().__init__()
         self.model = model
@@ -57,6 +60,8 @@ class TaskModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.backbone_lr_mult = backbone_lr_mult
         self.channels_last = channels_last
+        self.compile_model = compile
+        self._compiled = False
         self.class_names = list(class_names or [])
         # ids of parameters a fine-tuning callback holds back for now (GradualUnfreeze): they do not require grad yet
         # but belong in the optimizer's backbone group from the start
@@ -82,6 +87,9 @@ class TaskModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.channels_last:  # before the optimizer is built: params are converted in place, keeping identity
             self.model.to(memory_format=torch.channels_last)
+        if self.compile_model and not self._compiled:  # once, whichever stage comes first
+            self.model.compile()
+            self._compiled = True
 
     def log_metrics(self, metrics: Metric | MetricCollection, prefix: str = "", prog_bar: tuple[str, ...] = ()) -> None:
         """Log `metrics.compute()` as `prefix + name` once per epoch, then reset. compute() syncs the states

@@ -45,3 +45,22 @@ def test_this_machine():
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     assert detect_device("auto").kind == expected
     assert detect_device("cpu").kind == "cpu" and auto_precision(detect_device("cpu"))[0] == "32-true"
+
+
+def test_compile_keeps_state_dict_keys_and_outputs(tmp_path):
+    """task.module.compile=true compiles the model in place: checkpoints keep eager key names (no `_orig_mod.`),
+    and the compiled model computes what the eager one does."""
+    from backbones.hydra_configs import compose_config
+    from tasks.build import build_task
+
+    cfg = compose_config(["task.module.compile=true", "task.model.dropout=0"], output_dir=tmp_path)
+    torch.manual_seed(0)
+    module = build_task(cfg, ["a", "b", "c"]).eval()
+    eager_keys = list(module.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        eager = module(x)
+        module.setup("fit")
+        compiled = module(x)
+    assert list(module.state_dict()) == eager_keys and not any("_orig_mod" in k for k in eager_keys)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
