@@ -26,6 +26,7 @@ per step: its metrics, `self.log`, the LR scheduler, LR monitor and the Rich pro
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -60,6 +61,8 @@ class StepTimer(L.Callback):
         self.plain_first = 0.0  # plain time spent inside the current Cerberus interval
         self.cerberus_s: list[float] = []
         self.plain_s: list[float] = []
+        self.first_s = math.nan  # the first Cerberus step (with task.module.compile=true: the compilation)
+        self._first_start = 0.0
 
     def _plain(self, batch, batch_idx: int) -> float:
         torch.manual_seed(batch_idx)
@@ -72,10 +75,14 @@ class StepTimer(L.Callback):
         if self.paired is not None and batch_idx % 2 == 1:
             self.plain_first = self._plain(batch, batch_idx)
         torch.manual_seed(batch_idx)
+        if self.last is None:
+            self._first_start = time.perf_counter()
 
     def _after_step(self, batch, batch_idx: int) -> None:
         now = time.perf_counter()
-        if self.last is not None:
+        if self.last is None:
+            self.first_s = now - self._first_start
+        else:
             self.cerberus_s.append(now - self.last - self.plain_first)
         self.plain_first = 0.0
         if self.paired is not None and batch_idx % 2 == 0:
@@ -100,7 +107,11 @@ def images_per_second(seconds: list[float], warmup: int, batch: int) -> float:
     return batch * len(steady) / sum(steady)
 
 
+TIMERS: list[StepTimer] = []  # every Cerberus run's, for the first-step (compilation) figure
+
+
 def make_trainer(cfg, timer: StepTimer) -> L.Trainer:
+    TIMERS.append(timer)
     callbacks = [instantiate(c) for name, c in cfg.callbacks.items() if name != "model_checkpoint"]
     fit_to_hardware(cfg.trainer)
     return instantiate(cfg.trainer, max_epochs=1, limit_val_batches=0, enable_checkpointing=False,
@@ -397,6 +408,10 @@ def main() -> None:
     print(f"\n{args.task}{recipe}: {args.backbone}, {args.image_size}px, batch {args.batch_size}, {args.steps} steps "
           f"({args.warmup} warmup), {args.repeats} repeats, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device cpu")
+    first = [t.first_s for t in TIMERS if math.isfinite(t.first_s)]
+    if first:
+        print(f"first Cerberus step: median {statistics.median(first):.1f} s over {len(first)} runs "
+              "(with task.module.compile=true it includes the compilation)")
     target = 0.97 if args.task == "classification" else 1.0
     for mode, v in results.items():
         plain, ours = statistics.median(v["plain"]), statistics.median(v["cerberus"])
