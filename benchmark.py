@@ -26,6 +26,7 @@ per step: its metrics, `self.log`, the LR scheduler, LR monitor and the Rich pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import tempfile
@@ -37,6 +38,7 @@ import lightning as L
 import torch
 import torchvision
 from hydra.utils import instantiate
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -66,8 +68,10 @@ class StepTimer(L.Callback):
 
     def _plain(self, batch, batch_idx: int) -> float:
         torch.manual_seed(batch_idx)
+        synchronize()
         start = time.perf_counter()
         self.paired(batch)
+        synchronize()
         self.plain_s.append(time.perf_counter() - start)
         return self.plain_s[-1]
 
@@ -79,6 +83,7 @@ class StepTimer(L.Callback):
             self._first_start = time.perf_counter()
 
     def _after_step(self, batch, batch_idx: int) -> None:
+        synchronize()
         now = time.perf_counter()
         if self.last is None:
             self.first_s = now - self._first_start
@@ -87,6 +92,7 @@ class StepTimer(L.Callback):
         self.plain_first = 0.0
         if self.paired is not None and batch_idx % 2 == 0:
             self._plain(batch, batch_idx)
+        synchronize()
         self.last = time.perf_counter()
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
@@ -134,22 +140,59 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
+class Placement:
+    """Where and in which precision the plain loops run: Cerberus' device (Lightning's `accelerator=auto`: the GPU
+    when there is one) under the autocast of its resolved `trainer.precision`, so both sides do the same work."""
+
+    def __init__(self, precision: str = "32-true") -> None:
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype is torch.float16 else None
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+    def put(self, batch):
+        return move_data_to_device(batch, self.device)
+
+    def step(self, loss: torch.Tensor, opt) -> None:
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            opt.step()
+        else:  # float16: loss scaling, as Lightning's 16-mixed
+            self.scaler.scale(loss).backward()
+            self.scaler.step(opt)
+            self.scaler.update()
+
+
+def synchronize() -> None:
+    """GPU kernels run asynchronously: wait for them before reading the clock."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 class PlainClassifierStep:
     """What a user would write by hand: torchvision model, cross-entropy, and the same optimizer
     (built from the same `optim` config partial: SGD, momentum 0.9, Nesterov, weight decay 1e-4); the input normalised
     in the step, as Cerberus' model normalises it."""
 
-    def __init__(self, arch: str, num_classes: int, optimizer) -> None:
-        self.model = getattr(torchvision.models, arch)(num_classes=num_classes).train()
-        self.opt = optimizer(self.model.parameters())
+    def __init__(self, arch: str, num_classes: int, optimizer, place: Placement | None = None) -> None:
+        self.place = place or Placement()
+        self.model = getattr(torchvision.models, arch)(num_classes=num_classes).to(self.place.device).train()
+        self.opt = optimizer(self.model.parameters()) if optimizer else None
         self.criterion = nn.CrossEntropyLoss()
 
     def __call__(self, batch) -> None:
-        images, labels = batch
-        loss = self.criterion(self.model(normalize(images)), labels)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        images, labels = self.place.put(batch)
+        if self.opt is None:  # inference
+            self.model.eval()
+            with torch.inference_mode(), self.place.autocast():
+                self.model(normalize(images)).softmax(dim=1)
+            return
+        with self.place.autocast():
+            loss = self.criterion(self.model(normalize(images)), labels)
+        self.place.step(loss, self.opt)
 
 
 def classification(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
@@ -159,20 +202,31 @@ def classification(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
                          torch.randint(0, args.classes, (n,), generator=g))
     loader = DataLoader(data, batch_size=args.batch_size, shuffle=False, drop_last=True)
     cfg = compose_config([f"backbone={args.backbone}", *OVERRIDES, *args.override], output_dir=run_dir)
+    fit_to_hardware(cfg.trainer)
+    place = Placement(cfg.trainer.precision)
     ips = lambda seconds: images_per_second(seconds, args.warmup, args.batch_size)  # noqa: E731
+    inference: dict[str, list[float]] = {"plain": [], "cerberus": []}
 
     def cerberus(paired: bool) -> StepTimer:
         module = build_task(cfg, [str(i) for i in range(args.classes)])
-        timer = StepTimer(PlainClassifierStep(args.backbone, args.classes, instantiate(cfg.optim)) if paired else None)
+        step = PlainClassifierStep(args.backbone, args.classes, instantiate(cfg.optim), place) if paired else None
+        timer = StepTimer(step)
         trainer = make_trainer(cfg, timer)
         trainer.fit(module, train_dataloaders=loader)
         check_finite("Cerberus", trainer.callback_metrics.get("train/loss"))
+        if paired:
+            step.opt = None  # the same plain model, now inference only
+            infer = StepTimer(step)
+            make_trainer(cfg, infer).predict(module, dataloaders=loader, return_predictions=False)
+            inference["cerberus"].append(ips(infer.cerberus_s))
+            inference["plain"].append(ips(infer.plain_s[1:]))
         return timer
 
     def plain() -> float:
-        step, seconds, last = PlainClassifierStep(args.backbone, args.classes, instantiate(cfg.optim)), [], None
+        step, seconds, last = PlainClassifierStep(args.backbone, args.classes, instantiate(cfg.optim), place), [], None
         for batch in loader:
             step(batch)
+            synchronize()
             now = time.perf_counter()
             if last is not None:
                 seconds.append(now - last)
@@ -180,6 +234,7 @@ def classification(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
         return ips(seconds)
 
     results = {m: {"plain": [], "cerberus": []} for m in ("paired training", "sequential training")}
+    results["paired inference"] = inference
     for r in range(args.repeats):
         torch.manual_seed(r)
         timer = cerberus(paired=True)
@@ -218,24 +273,25 @@ class PlainDetectorStep:
     """torchvision's detector in a hand-written loop: `train` steps with the same optimizer and LR schedule, or
     eval inference. `last_loss` is the latest training loss."""
 
-    def __init__(self, model: nn.Module, optimizer=None, scheduler=None, total_steps: int = 0) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, optimizer=None, scheduler=None, total_steps: int = 0,
+                 place: Placement | None = None) -> None:
+        self.place = place or Placement()
+        self.model = model.to(self.place.device)
         self.opt = optimizer([p for p in model.parameters() if p.requires_grad]) if optimizer else None
         self.scheduler = scheduler(self.opt, total_steps=total_steps) if scheduler and self.opt else None
         self.last_loss = torch.tensor(0.0)
 
     def __call__(self, batch) -> None:
-        images, targets = batch
+        images, targets = self.place.put(batch)
         if self.opt is None:
             self.model.eval()
-            with torch.inference_mode():
+            with torch.inference_mode(), self.place.autocast():
                 self.model(list(images))
             return
         self.model.train()
-        loss = sum(self.model(list(images), list(targets)).values())
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        with self.place.autocast():
+            loss = sum(self.model(list(images), list(targets)).values())
+        self.place.step(loss, self.opt)
         if self.scheduler is not None:
             self.scheduler.step()
         self.last_loss = loss.detach()
@@ -296,6 +352,8 @@ def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
     cfg = compose_config(["task=detection", f"backbone={args.backbone}", *recipe, *OVERRIDES, "optim.lr=0.002",
                           f"backbone.weights={weights}", *args.override],
                          output_dir=run_dir)
+    fit_to_hardware(cfg.trainer)
+    place = Placement(cfg.trainer.precision)
     ips = lambda seconds: images_per_second(seconds, args.warmup, args.batch_size)  # noqa: E731
     results = {m: {"plain": [], "cerberus": []} for m in ("paired training", "paired inference")}
     for r in range(args.repeats):
@@ -304,7 +362,7 @@ def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
         plain = torchvision_detector(cfg, args.classes)
         # the same starting weights (torchvision's key names under `detector.`), so both train alike step by step
         plain.load_state_dict({k.removeprefix("detector."): v for k, v in module.model.state_dict().items()})
-        plain_step = PlainDetectorStep(plain, instantiate(cfg.optim), instantiate(cfg.scheduler), len(loader))
+        plain_step = PlainDetectorStep(plain, instantiate(cfg.optim), instantiate(cfg.scheduler), len(loader), place)
         timer = StepTimer(plain_step)
         trainer = make_trainer(cfg, timer)
         trainer.fit(module, train_dataloaders=loader)
@@ -312,7 +370,7 @@ def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
         check_finite("The plain loop's", plain_step.last_loss)
         results["paired training"]["cerberus"].append(ips(timer.cerberus_s))
         results["paired training"]["plain"].append(ips(timer.plain_s[1:]))
-        timer = StepTimer(PlainDetectorStep(plain))
+        timer = StepTimer(PlainDetectorStep(plain, place=place))
         make_trainer(cfg, timer).predict(module, dataloaders=loader, return_predictions=False)
         results["paired inference"]["cerberus"].append(ips(timer.cerberus_s))
         results["paired inference"]["plain"].append(ips(timer.plain_s[1:]))
@@ -326,21 +384,27 @@ class PlainUnetStep:
     """segmentation-models-pytorch's Unet on the same encoder in a hand-written loop: cross-entropy with the
     ignore label, the same optimizer, the input normalised in the step as Cerberus' model normalises it."""
 
-    def __init__(self, encoder: str, num_classes: int, optimizer, channels_last: bool = False) -> None:
+    def __init__(self, encoder: str, num_classes: int, optimizer, channels_last: bool = False,
+                 place: Placement | None = None) -> None:
         import segmentation_models_pytorch as smp
 
-        self.model = smp.Unet(encoder, encoder_weights=None, classes=num_classes).train()
+        self.place = place or Placement()
+        self.model = smp.Unet(encoder, encoder_weights=None, classes=num_classes).to(self.place.device).train()
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.opt = optimizer(self.model.parameters())
+        self.opt = optimizer(self.model.parameters()) if optimizer else None
         self.criterion = nn.CrossEntropyLoss(ignore_index=255)
 
     def __call__(self, batch) -> None:
-        images, masks = batch
-        loss = self.criterion(self.model(normalize(images)), masks)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        images, masks = self.place.put(batch)
+        if self.opt is None:  # inference
+            self.model.eval()
+            with torch.inference_mode(), self.place.autocast():
+                self.model(normalize(images)).softmax(dim=1)
+            return
+        with self.place.autocast():
+            loss = self.criterion(self.model(normalize(images)), masks)
+        self.place.step(loss, self.opt)
 
 
 def segmentation(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
@@ -351,32 +415,114 @@ def segmentation(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
     loader = DataLoader(TensorDataset(torch.rand(n, 3, s, s, generator=g), masks), batch_size=args.batch_size)
     cfg = compose_config(["task=segmentation", f"backbone={args.backbone}", *OVERRIDES, *args.override],
                          output_dir=run_dir)
+    fit_to_hardware(cfg.trainer)
+    place = Placement(cfg.trainer.precision)
     ips = lambda seconds: images_per_second(seconds, args.warmup, args.batch_size)  # noqa: E731
-    results = {"paired training": {"plain": [], "cerberus": []}}
+    results = {m: {"plain": [], "cerberus": []} for m in ("paired training", "paired inference")}
     for r in range(args.repeats):
         torch.manual_seed(r)
         module = build_task(cfg, [str(i) for i in range(args.classes)])
-        timer = StepTimer(PlainUnetStep(args.backbone, args.classes, instantiate(cfg.optim),
-                                        channels_last=args.plain_channels_last))
+        step = PlainUnetStep(args.backbone, args.classes, instantiate(cfg.optim),
+                             channels_last=args.plain_channels_last, place=place)
+        timer = StepTimer(step)
         trainer = make_trainer(cfg, timer)
         trainer.fit(module, train_dataloaders=loader)
         check_finite("Cerberus", trainer.callback_metrics.get("train/loss"))
         results["paired training"]["cerberus"].append(ips(timer.cerberus_s))
         results["paired training"]["plain"].append(ips(timer.plain_s[1:]))
+        step.opt = None  # the same plain model, now inference only
+        timer = StepTimer(step)
+        make_trainer(cfg, timer).predict(module, dataloaders=loader, return_predictions=False)
+        results["paired inference"]["cerberus"].append(ips(timer.cerberus_s))
+        results["paired inference"]["plain"].append(ips(timer.plain_s[1:]))
         report_repeat(r, results)
     return results
 
 
 # --- report -----------------------------------------------------------------------------------------------
 
+def device_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
 def report_repeat(r: int, results: dict[str, dict[str, list[float]]]) -> None:
     print(f"repeat {r}: " + "; ".join(f"{m} plain {v['plain'][-1]:.1f} / cerberus {v['cerberus'][-1]:.1f} images/s"
                                       for m, v in results.items()), flush=True)
 
 
+TASKS = ("classification", "detection", "segmentation")
+# (backbone, image size, batch, steps, warmup) per task: on this CPU, and for --device-check on a GPU
+DEFAULTS = {"classification": ("resnet18", 64, 32, 40, 5), "detection": ("resnet50", 128, 4, 15, 3),
+            "segmentation": ("resnet34", 128, 8, 15, 3)}
+GPU_CHECK = {"classification": ("resnet50", 224, 64, 30, 5), "detection": ("resnet50", 512, 4, 20, 5),
+             "segmentation": ("resnet34", 256, 16, 20, 5)}
+VARIANTS = {"eager": ["task.module.channels_last=false", "task.module.compile=false"],
+            "channels-last": ["task.module.channels_last=true", "task.module.compile=false"],
+            "compile": ["task.module.channels_last=false", "task.module.compile=true"]}
+
+
+def with_defaults(args: argparse.Namespace, task: str, table: dict) -> argparse.Namespace:
+    out = argparse.Namespace(**vars(args))
+    out.task = task
+    for key, value in zip(("backbone", "image_size", "batch_size", "steps", "warmup"), table[task]):
+        if getattr(out, key) is None:
+            setattr(out, key, value)
+    return out
+
+
+def run_task(args: argparse.Namespace, run_dir: str) -> dict[str, dict[str, list[float]]]:
+    return {"classification": classification, "detection": detection, "segmentation": segmentation}[args.task](
+        args, run_dir)
+
+
+def ddp_check(run_dir: str) -> tuple[str, float]:
+    """A 1-device DDP run of train.py (`trainer=ddp trainer.devices=1 experiment=smoke`): its outcome and seconds."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("train.py")), "trainer=ddp",
+                           "trainer.devices=1", "experiment=smoke", "logger=csv", f"hydra.run.dir={run_dir}/ddp"],
+                          capture_output=True, text=True)
+    lines = (proc.stderr or proc.stdout).strip().splitlines()
+    outcome = "ok" if proc.returncode == 0 else f"exit {proc.returncode}: {lines[-1] if lines else ''}"
+    return outcome, time.perf_counter() - start
+
+
+def device_check(args: argparse.Namespace) -> None:
+    """`--device-check`: each task's paired training and inference against its plain loop on this machine's device
+    (the GPU when there is one, in the precision `trainer.precision=auto` picks), eager, channels-last and compiled,
+    one repeat each, then a 1-device DDP run; one table. Sized for a few minutes on a GPU."""
+    table = GPU_CHECK if torch.cuda.is_available() else DEFAULTS
+    rows, start = [], time.perf_counter()
+    for task in args.check_tasks:
+        for variant in args.variants:
+            task_args = with_defaults(args, task, table)
+            task_args.repeats, task_args.override = 1, [*VARIANTS[variant], *args.override]
+            timers = len(TIMERS)
+            with tempfile.TemporaryDirectory() as run_dir:
+                results = run_task(task_args, run_dir)
+            first = TIMERS[timers].first_s  # the training run's first step (the compilation, when compiled)
+            for mode, v in results.items():
+                if mode.startswith("paired"):
+                    rows.append((task, variant, mode.removeprefix("paired "), v["plain"][0], v["cerberus"][0], first))
+    with tempfile.TemporaryDirectory() as run_dir:
+        ddp, ddp_s = ddp_check(run_dir)
+    from tasks.hardware import auto_precision, detect_device
+
+    print(f"\ndevice check: {device_name()}, precision {auto_precision(detect_device('auto'))[0]}, "
+          f"torch {torch.__version__}, {time.perf_counter() - start:.0f} s")
+    print("| task | variant | pass | plain images/s | Cerberus images/s | ratio | first step s |")
+    print("|---|---|---|---|---|---|---|")
+    for task, variant, mode, plain, ours, first in rows:
+        print(f"| {task} | {variant} | {mode} | {plain:.1f} | {ours:.1f} | {ours / plain:.3f} | {first:.1f} |")
+    print(f"| ddp | 1 device | train.py experiment=smoke | | | {ddp} | {ddp_s:.0f} s wall |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["classification", "detection", "segmentation"], default="classification")
+    parser.add_argument("--task", choices=TASKS, default="classification")
     parser.add_argument("--backbone", default=None, help="a torchvision ResNet-family name "
                         "(default resnet18 for classification, resnet50 for detection, resnet34 for segmentation)")
     parser.add_argument("--image-size", type=int, default=None, help="default 64 (classification), 128 (others)")
@@ -392,22 +538,26 @@ def main() -> None:
     parser.add_argument("--override", nargs="*", default=[], help="more Cerberus config overrides, e.g. "
                         "task.module.channels_last=true (the plain loop is unchanged)")
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--device-check", action="store_true",
+                        help="every task, eager / channels-last / compiled, training and inference against the plain "
+                             "loops on this machine's device, plus a 1-device DDP run: one table")
+    parser.add_argument("--check-tasks", nargs="+", choices=TASKS, default=list(TASKS), help="--device-check: tasks")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS),
+                        help="--device-check: variants")
     args = parser.parse_args()
-    defaults = {"classification": ("resnet18", 64, 32, 40, 5), "detection": ("resnet50", 128, 4, 15, 3),
-                "segmentation": ("resnet34", 128, 8, 15, 3)}[args.task]
-    for key, value in zip(("backbone", "image_size", "batch_size", "steps", "warmup"), defaults):
-        if getattr(args, key) is None:
-            setattr(args, key, value)
     warnings.filterwarnings("ignore")
+    if args.device_check:
+        device_check(args)
+        return
+    args = with_defaults(args, args.task, DEFAULTS)
 
     with tempfile.TemporaryDirectory() as run_dir:
-        results = {"classification": classification, "detection": detection,
-                   "segmentation": segmentation}[args.task](args, run_dir)
+        results = run_task(args, run_dir)
 
     recipe = f", recipe {args.recipe}" if args.task == "detection" else ""
     print(f"\n{args.task}{recipe}: {args.backbone}, {args.image_size}px, batch {args.batch_size}, {args.steps} steps "
           f"({args.warmup} warmup), {args.repeats} repeats, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device cpu")
+          f"{torch.get_num_threads()} threads, device {device_name()}")
     first = [t.first_s for t in TIMERS if math.isfinite(t.first_s)]
     if first:
         print(f"first Cerberus step: median {statistics.median(first):.1f} s over {len(first)} runs "

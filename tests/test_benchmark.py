@@ -56,3 +56,16 @@ def test_calibrated_backbone_has_real_statistics(tmp_path):
         std_calibrated = calibrated(x)["c5"].std().item()
         std_random = random_init(x)["c5"].std().item()
     assert std_calibrated < 5 < std_random, (std_calibrated, std_random)
+
+
+def test_device_check_prints_one_table(tmp_path):
+    """`--device-check` on this machine's device (the CPU here): every task's training and inference rows against
+    the plain loops, and the 1-device DDP run. Tiny settings; the figures are not checked."""
+    proc = run_benchmark("--device-check", "--variants", "eager", "--steps", "3", "--warmup", "1", "--image-size",
+                         "64", "--batch-size", "2", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "images/s" not in line]
+    passes = {(r.split(" | ")[0][2:], r.split(" | ")[2]) for r in rows if not r.startswith("| ddp")}
+    tasks = ("classification", "detection", "segmentation")
+    assert passes == {(t, p) for t in tasks for p in ("training", "inference")}
+    assert any(r.startswith("| ddp | 1 device") and "| ok |" in r for r in rows), rows
