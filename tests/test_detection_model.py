@@ -140,3 +140,45 @@ def test_channels_last_body_gradients_match():
         if a.grad is not None:
             # float32 sums in another order: differences ~1e-6 of the gradient's scale
             torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5 * a.grad.abs().max().item(), msg=name)
+
+
+@pytest.mark.parametrize("roi_align", ["torchvision", "sparse"])
+def test_torchvision_maskrcnn_state_dict_gives_same_boxes_and_masks(tmp_path, roi_align):
+    """Mask R-CNN is the detector with its mask branch (`masks=True`): a torchvision `maskrcnn_resnet50_fpn` state
+    dict (random weights, saved to a file) loads key for key and gives the same boxes and masks."""
+    from torchvision.models.detection import MaskRCNN
+
+    torch.manual_seed(0)
+    settings = dict(min_size=128, max_size=160, box_score_thresh=0.0)
+    resnet = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+    ref = MaskRCNN(_resnet_fpn_extractor(resnet, 3), num_classes=5, **settings)
+    with torch.no_grad():
+        for module in ref.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.bias.uniform_(-0.2, 0.2)
+    path = tmp_path / "maskrcnn_resnet50_fpn.pth"
+    torch.save(ref.state_dict(), path)
+
+    body = build_body({"name": "resnet50", "norm": "frozen_bn"}, {"name": "fpn"})
+    ours = DetectionModel(body, num_classes=4, roi_align=roi_align, masks=True, **settings)
+    result = load_torchvision_detector(ours, torch.load(path, weights_only=True))
+    assert not result.missing_keys and not result.unexpected_keys
+
+    images = [torch.rand(3, 128, 150), torch.rand(3, 140, 128)]
+    ref.eval(), ours.eval()
+    with torch.no_grad():
+        expected, got = ref(images), ours(images)
+    exact = roi_align == "torchvision"
+    for e, g, image in zip(expected, got, images):
+        assert len(e["boxes"]) > 0 and g["masks"].shape == (len(g["boxes"]), 1, *image.shape[-2:])
+        torch.testing.assert_close(g["boxes"], e["boxes"], **({} if exact else {"rtol": 1e-5, "atol": 1e-3}))
+        assert torch.equal(g["labels"], e["labels"])
+        torch.testing.assert_close(g["masks"], e["masks"], **({} if exact else {"rtol": 1e-4, "atol": 1e-4}))
+    # training: the mask loss joins the detector's
+    ours.train()
+    targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([2]),
+                "masks": torch.zeros(1, 128, 150, dtype=torch.uint8).index_fill_(1, torch.arange(10, 70), 1)}]
+    losses = ours(images[:1], targets)
+    assert "loss_mask" in losses and all(torch.isfinite(v) for v in losses.values())

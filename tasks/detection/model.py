@@ -1,13 +1,14 @@
-"""Faster R-CNN (torchvision's) over any Cerberus body: backbone + FPN, or a single-level backbone."""
+"""Faster R-CNN and Mask R-CNN (torchvision's) over any Cerberus body: backbone + FPN, or a single-level backbone."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from torch import Tensor, nn
-from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
 from backbones import Backbone
@@ -31,6 +32,9 @@ class DetectionModel(nn.Module):
         roi_align: `sparse` (the same RoIAlign as a sparse matrix on CPU, several times faster; see roi_align.py)
             or `torchvision` (its kernel everywhere).
         representation_size: width of the two-layer box head.
+        masks: add Mask R-CNN's mask branch (torchvision's `MaskRCNN`): RoIAlign at `mask_roi_output_size` (14) on
+            the same levels, `mask_layers` 3x3 convs of `mask_channels`, a 2x deconv and one 28x28 logit map per
+            class; eval outputs then carry "masks" (M, 1, H, W) probabilities in the image's pixels.
         mean, std: the input normalisation (the preprocessing record's, i.e. the weights' statistics), done by
             torchvision's transform.
         detector_kwargs: `min_size`, `max_size`, `rpn_*`, `box_*`, passed to torchvision's FasterRCNN with its
@@ -53,6 +57,10 @@ class DetectionModel(nn.Module):
         roi_sampling_ratio: int = 2,
         roi_align: str = "sparse",
         representation_size: int = 1024,
+        masks: bool = False,
+        mask_roi_output_size: int = 14,
+        mask_layers: int = 4,
+        mask_channels: int = 256,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         **detector_kwargs,
@@ -90,7 +98,14 @@ class DetectionModel(nn.Module):
         predictor = FastRCNNPredictor(representation_size, num_classes + 1)
         if isinstance(detector_kwargs.get("min_size"), Sequence):
             detector_kwargs["min_size"] = tuple(detector_kwargs["min_size"])
-        self.detector = FasterRCNN(
+        detector_cls = FasterRCNN
+        if masks:  # torchvision's mask branch classes too: maskrcnn_resnet50_fpn state dicts keep their key names
+            detector_cls = MaskRCNN
+            detector_kwargs.update(
+                mask_roi_pool=poolers[roi_align](list(roi_levels), mask_roi_output_size, roi_sampling_ratio),
+                mask_head=MaskRCNNHeads(width, [mask_channels] * mask_layers, 1),
+                mask_predictor=MaskRCNNPredictor(mask_channels, mask_channels, num_classes + 1))
+        self.detector = detector_cls(
             body, rpn_anchor_generator=anchors, box_roi_pool=pooler, box_head=box_head, box_predictor=predictor,
             image_mean=list(mean), image_std=list(std), **detector_kwargs,
         )
@@ -107,7 +122,8 @@ class DetectionModel(nn.Module):
 
 def load_torchvision_detector(model: DetectionModel, state_dict: dict[str, Tensor], strict: bool = True):
     """Load a state dict of torchvision's `fasterrcnn_resnet50_fpn` (or any torchvision FasterRCNN with the
-    same backbone) into a Cerberus `DetectionModel` built with `backbone=resnet50 neck=fpn`.
+    same backbone; `maskrcnn_resnet50_fpn` into a model with `masks=True`) into a Cerberus `DetectionModel` built
+    with `backbone=resnet50 neck=fpn`.
 
     torchvision's keys (`backbone.body.*`, `backbone.fpn.*`, `rpn.*`, `roi_heads.*`) live under `detector.` here.
     """
