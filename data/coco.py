@@ -225,9 +225,10 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
             continue
         segm = ann.get("segmentation")
         if segmentation and (problem := check_segmentation(segm, img["width"], img["height"])):
-            problems.error("bad segmentation", f"{path}: {where}: {problem}; task=segmentation needs every "
-                                               "annotation's \"segmentation\" as polygons [[x0, y0, x1, y1, ...]] "
-                                               "or RLE {\"size\": [h, w], \"counts\": ...}: fix or remove the "
+            problems.error("bad segmentation", f"{path}: {where}: {problem}; masks (task=segmentation, "
+                                               "task=instance_segmentation) need every annotation's "
+                                               "\"segmentation\" as polygons [[x0, y0, x1, y1, ...]] or RLE "
+                                               "{\"size\": [h, w], \"counts\": ...}: fix or remove the "
                                                "annotation (or train task=detection)")
             continue
         img["anns"].append((box, label_of[cid], iscrowd, area, segm if segmentation else None))

@@ -1,4 +1,5 @@
-"""LightningDataModule for object detection on COCO instances json (given, or the generated synthetic set)."""
+"""LightningDataModule for object detection (boxes) and instance segmentation (boxes + masks) on COCO instances
+json (given, or the generated synthetic set)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .coco import CocoIndex, check_image_size
 from .coco_source import CocoSource
 from .errors import RAISE, Problems
 from .images import load_rgb
+from .masks import instance_masks
 from .scale import check_detection_size
 from .splits import SPLITS, STAGE_SPLITS, SplitDataModule
 from .transforms import detection_transforms
@@ -28,11 +30,13 @@ def collate(batch: list[tuple[Tensor, dict[str, Any]]]) -> tuple[tuple[Tensor, .
 class CocoDetectionDataset(Dataset):
     """Items are `(image (3, H, W) float32 in [0, 1], target)` after `transform`; target holds
     boxes (N, 4) float32 xyxy pixels, labels (N,) int64 in 1..K, iscrowd (N,) int64, area (N,) float32 and
-    image_id (int, the COCO id). Images without objects give N = 0."""
+    image_id (int, the COCO id); with `masks` (an index loaded with `segmentation=True`) also masks (N, H, W)
+    uint8 0/1, one per box (crowd regions too). Images without objects give N = 0."""
 
-    def __init__(self, index: CocoIndex, transform: Callable | None = None) -> None:
+    def __init__(self, index: CocoIndex, transform: Callable | None = None, masks: bool = False) -> None:
         self.index = index
         self.transform = transform or detection_transforms(train=False)
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.index.images)
@@ -49,16 +53,20 @@ class CocoDetectionDataset(Dataset):
             "area": torch.tensor(rec.area),
             "image_id": rec.image_id,
         }
+        if self.masks:  # tv_tensors.Mask: flipped, cropped and filtered with their boxes by the transforms
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(instance_masks(rec)))
         image, target = self.transform(img, target)
         # plain tensors out: the model and the evaluator need no tv_tensors semantics
         target["boxes"] = target["boxes"].as_subclass(Tensor)
+        if self.masks:
+            target["masks"] = target["masks"].as_subclass(Tensor)
         return image.as_subclass(Tensor), target
 
 
 class CocoDetectionDataModule(SplitDataModule):
-    """Object detection on a COCO dataset (`CocoSource`: COCO's layout under `root`, or explicit paths per split;
-    without a test split, tests on val). Batches are `(images: tuple of (3, H, W) float in [0, 1], targets: tuple
-    of dicts)`, see `collate`.
+    """Object detection (or, with `masks`, instance segmentation) on a COCO dataset (`CocoSource`: COCO's layout
+    under `root`, or explicit paths per split; without a test split, tests on val). Batches are `(images: tuple of
+    (3, H, W) float in [0, 1], targets: tuple of dicts)`, see `collate`.
 
     Args:
         root, source: the `CocoSource`'s arguments (`train_images`, `train_annotations`, ..., `drop_bad_boxes`,
@@ -66,6 +74,8 @@ class CocoDetectionDataModule(SplitDataModule):
         augment: options of `detection_transforms` for training (hflip, photometric, zoom_out, max_zoom, iou_crop).
         model_min_size: the detector's `task.model.min_size`, only to say at setup when it is far from the
             images' own size (conf/task_data/coco_detection.yaml fills it in).
+        masks: instance segmentation: every annotation needs a `segmentation` (polygons or RLE) and targets carry
+            its mask (`CocoDetectionDataset`).
     """
 
     collate_fn = collate
@@ -79,10 +89,13 @@ class CocoDetectionDataModule(SplitDataModule):
         augment: Mapping[str, Any] | None = None,
         pin_memory: bool | None = None,
         model_min_size: int | Sequence[int] | None = None,
+        masks: bool = False,
         **source: Any,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
-        self.source = CocoSource(root, **source)  # the paths per split, drop_bad_boxes, synthetic
+        # the paths per split, drop_bad_boxes, synthetic; masks need each annotation's polygons / RLE
+        self.source = CocoSource(root, segmentation=masks, **source)
+        self.masks = masks
         self.augment = dict(augment or {})
         self.model_min_size = model_min_size
         self._sizes_checked = False
@@ -120,4 +133,4 @@ class CocoDetectionDataModule(SplitDataModule):
         self._check_sizes_once()
 
     def dataset(self, split: str, train: bool) -> CocoDetectionDataset:
-        return CocoDetectionDataset(self.source.index(split), detection_transforms(train, **self.augment))
+        return CocoDetectionDataset(self.source.index(split), detection_transforms(train, **self.augment), self.masks)

@@ -1,5 +1,5 @@
 """Semantic masks: the image/mask folder format (pairing by stem, classes.txt, class-index PNGs) and COCO
-instance annotations painted into class-index masks."""
+instance annotations painted into class-index masks (or decoded one mask per instance)."""
 
 from __future__ import annotations
 
@@ -252,3 +252,14 @@ def coco_mask(rec: CocoImage, num_classes: int, ignore_index: int = 255) -> np.n
         for rle, value in sorted(regions, key=lambda r: -int(mask_utils.area(r[0]))):  # stable: json order on ties
             mask[mask_utils.decode(rle).astype(bool)] = value
     return mask
+
+
+def instance_masks(rec: CocoImage) -> np.ndarray:
+    """(N, H, W) uint8 0/1 masks of an image loaded with `load_coco(..., segmentation=True)`, one per annotation in
+    the index's order (polygons, uncompressed and compressed RLE alike; crowd regions too, flagged by `iscrowd`)."""
+    if not len(rec.segmentations):
+        return np.zeros((0, rec.height, rec.width), np.uint8)
+    rles = [_rle(segm, rec.height, rec.width) for segm in rec.segmentations]
+    with warnings.catch_warnings():  # as in coco_mask
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return np.ascontiguousarray(mask_utils.decode(rles).transpose(2, 0, 1))

@@ -20,6 +20,7 @@ from torch import Tensor
 from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
 
 CROP_PCT = 0.875  # classification's eval resize / crop ratio when the data config has none (timm's default)
+DETECTOR_TASKS = ("detection", "instance_segmentation")  # torchvision's R-CNNs: the model resizes and normalises
 
 
 def pad_to_batch(tensors: Sequence[Tensor], size_divisibility: int, value: float | Sequence[float]) -> Tensor:
@@ -58,7 +59,8 @@ class Preprocessing:
 
     - classification: short side resized to `size / crop_pct`, centre crop `size` x `size` (training: random
       resized crops of `size`);
-    - detection: the model resizes (short side `min_size`, long side at most `max_size`) and pads itself;
+    - detection, instance_segmentation: the model resizes (short side `min_size`, long side at most `max_size`) and
+      pads itself;
     - segmentation: short side resized to `size` (None: the image's own size); batches padded at the bottom / right
       to a multiple of `size_divisibility` (the backbone's largest stride) with the mean colour (`pad_value`, 0
       after normalisation) and masks with `mask_pad_value`, the output cropped back.
@@ -88,7 +90,7 @@ class Preprocessing:
         data = cfg.get("data") or {}
         mean, std = run_input_stats(cfg)
         task = str(cfg.task.name)
-        if task == "detection":
+        if task in DETECTOR_TASKS:
             model = cfg.task.model
             sizes = model.min_size if OmegaConf.is_list(model.min_size) else [model.min_size]
             return cls(task, mean, std, min_size=int(sizes[-1]), max_size=int(model.max_size),

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+from pycocotools import mask as mask_utils
 
 from .cache import keyed_dir
 from .shapes import SHAPES, bright_colour, draw_shape, noisy_background, shape_polygon
@@ -126,9 +127,32 @@ def detection_image(rng: np.random.Generator, num_classes: int, size: int,
     return img, objects
 
 
+def visible_instances(objects: list[dict[str, Any]], size: int) -> list[dict[str, Any]]:
+    """The objects of `detection_image` with COCO's modal masks: what shows of each shape once the shapes drawn
+    after it are on top, as a compressed RLE, with the box and area of that mask; a shape hidden entirely is left
+    out. (The polygons `detection_image` returns are whole shapes, also where a later one covers them.)"""
+    filled = []
+    for obj in objects:
+        canvas = Image.new("1", (size, size))
+        flat = obj["segmentation"][0]
+        ImageDraw.Draw(canvas).polygon(list(zip(flat[::2], flat[1::2])), fill=1)
+        filled.append(np.asarray(canvas, dtype=bool))
+    shown: list[dict[str, Any]] = []
+    for i, obj in enumerate(objects):
+        visible = filled[i] & ~np.any(filled[i + 1:], axis=0) if i + 1 < len(objects) else filled[i]
+        if not visible.any():
+            continue
+        rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
+        rle["counts"] = rle["counts"].decode("ascii")
+        shown.append({**obj, "bbox": [int(v) for v in mask_utils.toBbox(rle)], "area": int(visible.sum()),
+                      "segmentation": {"size": [size, size], "counts": rle["counts"]}})
+    return shown
+
+
 def write_detection(root: Path, *, num_classes: int, counts: dict[str, int], image_size: int,
-                    max_objects: int, seed: int) -> None:
-    """Write `root/<split>/<index>.png` and `root/annotations/instances_<split>.json` (COCO instances)."""
+                    max_objects: int, seed: int, visible_masks: bool = False) -> None:
+    """Write `root/<split>/<index>.png` and `root/annotations/instances_<split>.json` (COCO instances; with
+    `visible_masks` each object's mask is what shows of it, as compressed RLE, see `visible_instances`)."""
     rng = np.random.default_rng(seed)
     categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES[:num_classes])]
     (root / "annotations").mkdir(parents=True)
@@ -144,6 +168,8 @@ def write_detection(root: Path, *, num_classes: int, counts: dict[str, int], ima
                 side = np.random.default_rng([seed, n])
                 while not objects:
                     img, objects = detection_image(side, num_classes, image_size, max_objects)
+            if visible_masks:
+                objects = visible_instances(objects, image_size)
             img.save(root / split / f"{i:05d}.png")
             images.append({"id": i + 1, "file_name": f"{i:05d}.png", "width": image_size, "height": image_size})
             annotations += [{"id": len(annotations) + k + 1, "image_id": i + 1, **o} for k, o in enumerate(objects)]
@@ -153,14 +179,19 @@ def write_detection(root: Path, *, num_classes: int, counts: dict[str, int], ima
 
 
 def synthetic_detection(num_classes: int = 3, train_images: int = 240, val_images: int = 60, test_images: int = 60,
-                        image_size: int = 128, max_objects: int = 4, seed: int = 0) -> Path:
-    """Generate (once, cached) the synthetic COCO detection set and return its root."""
+                        image_size: int = 128, max_objects: int = 4, seed: int = 0,
+                        visible_masks: bool = False) -> Path:
+    """Generate (once, cached) the synthetic COCO detection set and return its root. Its polygons are the whole
+    shapes; `visible_masks` (instance segmentation) writes the same images with what shows of each shape instead
+    (`visible_instances`)."""
     if not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"data.synthetic.num_classes must be in 1..{len(SHAPES)} for detection, one class per "
                          f"shape (got {num_classes})")
     return _cached("detection", DETECTION_VERSION, write_detection, num_classes=num_classes,
                    image_size=image_size, max_objects=max_objects, seed=seed,
-                   counts={"train": train_images, "val": val_images, "test": test_images})
+                   counts={"train": train_images, "val": val_images, "test": test_images},
+                   # only when set, so the detection set's cache key (and its folder) stays what it was
+                   **({"visible_masks": True} if visible_masks else {}))
 
 
 SEGMENTATION_VERSION = 1  # bump when the segmentation output changes

@@ -18,7 +18,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 # the data modules and the tasks they serve; the advice when a data config meets another task
 DATA_TASKS = {
     "data.ImageFolderDataModule": ("classification",),
-    "data.CocoDetectionDataModule": ("detection", "segmentation"),
+    "data.CocoDetectionDataModule": ("detection", "segmentation", "instance_segmentation"),
     "data.CocoSegmentationDataModule": ("segmentation",),
     "data.MaskDataModule": ("segmentation",),
 }
@@ -49,14 +49,21 @@ def _check_positive(cfg: DictConfig, key: str, example: str, integer: bool = Fal
 def _check_task_data(cfg: DictConfig, choices: Mapping[str, str]) -> None:
     task, target = _get(cfg, "task.name"), _get(cfg, "data._target_")
     serves = DATA_TASKS.get(str(target))
+    data = choices.get("data", str(target))
+    if task == "instance_segmentation" and serves and task in serves and not _get(cfg, "data.masks"):
+        raise ConfigError(f"data={data} gives boxes without masks (data.masks is not true), so it cannot train "
+                          "task=instance_segmentation: use data=coco (COCO json with polygons / RLE) or "
+                          "data=synthetic_instance_segmentation")
     if not task or not serves or task in serves:
         return
-    data = choices.get("data", str(target))
     if task == "classification":
         hint = " or ".join(f"task={t}" for t in serves)
         raise ConfigError(f"data={data} holds {'boxes and masks' if 'detection' in serves else 'masks'}, not one "
                           f"label per image, so it cannot train task={task}: did you mean `{hint}`?")
-    needs = {"detection": "boxes (data=coco)", "segmentation": "masks (data=masks or data=coco)"}[task]
+    needs = {"detection": "boxes (data=coco)", "segmentation": "masks (data=masks or data=coco)",
+             "instance_segmentation": "instance masks (data=coco)"}.get(task)
+    if needs is None:
+        return
     raise ConfigError(f"data={data} serves task={serves[0]}; task={task} needs {needs}: "
                       f"{'use task=' + serves[0] if len(serves) == 1 else 'choose the task the data is for'} "
                       f"or a data config with {needs.split(' (')[0]}")

@@ -24,6 +24,15 @@ STEP_LOGGER = f"{__name__}.steps"
 step_log = logging.getLogger(STEP_LOGGER)
 
 
+PER_CLASS_MARK = "/IoU/"  # per-class entries are logged as <split>/IoU/<class name> (tasks/segmentation/module.py)
+
+
+def is_per_class(key: str) -> bool:
+    """A per-class entry ("val/IoU/car"): kept out of the one-line epoch summary and the results table (the task
+    prints its own per-class table); nested metric names such as "val/segm/AP" stay in."""
+    return PER_CLASS_MARK in key
+
+
 def duration(seconds: float) -> str:
     """`1h02m`, `3m12s`, `45s`."""
     if not math.isfinite(seconds):
@@ -140,7 +149,7 @@ class LogProgress(L.Callback):
         for key, value in trainer.callback_metrics.items():
             # per-step values, per-class entries ("val/IoU/cat") and the LR monitor's lr-* keys (the step lines
             # carry the lr) stay out of the one line
-            if (key.endswith("_step") or key.count("/") >= 2 or key.startswith("lr-")
+            if (key.endswith("_step") or is_per_class(key) or key.startswith("lr-")
                     or getattr(value, "numel", lambda: 1)() != 1):
                 continue
             name = key.removesuffix("_epoch")  # an epoch aggregate wins over the last step's value

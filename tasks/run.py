@@ -26,7 +26,7 @@ from .bn_calibration import resolve_norm_policy
 from .build import build_task
 from .evaluation import check_evaluation_checkpoint, check_same_classes
 from .hardware import fit_to_hardware
-from .progress import stdout_is_terminal
+from .progress import is_per_class, stdout_is_terminal
 from .quiet import quiet_libraries
 from .restore import stored_preprocessing, without_weight_sources
 
@@ -53,7 +53,7 @@ def _report(metrics: dict[str, float], best: str, run_dir: Path, extra: list[Tab
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(metrics.items()):
-        if name.count("/") < 2:  # per-class entries ("test/IoU/cat") are in the task's own tables
+        if not is_per_class(name):  # per-class entries ("test/IoU/cat") are in the task's own tables
             table.add_row(name, f"{value:.4f}")
     console = Console()
     console.print(table)

@@ -1,4 +1,5 @@
-"""The registry as a matrix: every registered backbone x {classification, detection, segmentation} x {no neck, FPN},
+"""The registry as a matrix: every registered backbone x {classification, detection, segmentation, instance
+segmentation} x {no neck, FPN},
 a few real optimizer steps each through the same config composition, model building, BatchNorm policy and
 Lightning loop as `train.py`, on tiny synthetic data.
 
@@ -33,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("classification", "detection", "segmentation")
+TASKS = ("classification", "detection", "segmentation", "instance_segmentation")
+RCNN_TASKS = ("detection", "instance_segmentation")  # without FPN, the R-CNNs run on the single deepest level
 NECKS = ("none", "fpn")
 # the generic `timm` entry needs a model name: a small ResNet-D stands for any timm ResNet-family model
 GENERIC_TIMM = ["backbone.model_name=resnet26d"]
@@ -48,6 +50,7 @@ TASK_OVERRIDES: dict[str, list[str]] = {
     "segmentation": ["data.synthetic.train_images=8", "data.synthetic.val_images=2", "data.synthetic.test_images=2",
                      "data.synthetic.image_size=64", "data.image_size=64"],
 }
+TASK_OVERRIDES["instance_segmentation"] = TASK_OVERRIDES["detection"]
 HORIZON = 100  # cells run the first steps of a run this long: 5 warm-up steps with the default cosine schedule
 COMMON = ["logger=none", "data.batch_size=2", "data.num_workers=0"]
 
@@ -92,7 +95,7 @@ def overrides(task: str, backbone: str, neck: str) -> list[str]:
     out = [f"task={task}", f"backbone={backbone}", f"neck={neck}", *COMMON, *TASK_OVERRIDES[task]]
     if backbone == "timm":
         out += GENERIC_TIMM
-    if task == "detection" and neck == "none":  # Faster R-CNN without FPN runs on the single deepest level
+    if task in RCNN_TASKS and neck == "none":  # Faster / Mask R-CNN without FPN run on the single deepest level
         out.append("backbone.out_levels=[c5]")
     if task == "classification" and neck == "fpn":  # pool every FPN level, as experiment=cls_fpn
         out.append("task.model.in_features=[p2,p3,p4,p5]")
@@ -206,7 +209,8 @@ def run_cell(task: str, backbone: str, neck: str, steps: int = 3, extra: Sequenc
     return cell
 
 
-TEST_METRIC = {"classification": "test/acc1", "detection": "test/AP", "segmentation": "test/mIoU"}
+TEST_METRIC = {"classification": "test/acc1", "detection": "test/AP", "segmentation": "test/mIoU",
+               "instance_segmentation": "test/segm/AP"}
 
 
 @dataclass
@@ -229,7 +233,7 @@ def fit_cell(task: str, backbone: str, neck: str, extra: Sequence[str] = (), cwd
     args = [f"task={task}", f"backbone={backbone}", f"neck={neck}", "logger=csv", *extra]
     if backbone == "timm":
         args += GENERIC_TIMM
-    if task == "detection" and neck == "none":
+    if task in RCNN_TASKS and neck == "none":
         args.append("backbone.out_levels=[c5]")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"

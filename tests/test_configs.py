@@ -105,6 +105,9 @@ def test_experiment_presets(hydra_ctx, tmp_path):
     assert cfg.backbone.name == "resnet50" and cfg.task.module.backbone_lr_mult == 0.1 and "AdamW" in cfg.optim._target_
     cfg = compose_resolved(["experiment=detection_torchvision"], tmp_path)
     assert cfg.task.name == "detection" and cfg.backbone.name == "resnet50" and cfg.task.model.min_size == 800
+    cfg = compose_resolved(["experiment=instance_segmentation_torchvision"], tmp_path)
+    assert cfg.task.name == "instance_segmentation" and cfg.task.model.min_size == 800 and cfg.task.model.masks
+    assert cfg.task.model.mask_channels == 256 and cfg.data.masks and cfg.optim.lr == 0.02
     cfg = compose_resolved(["experiment=cls_fpn"], tmp_path)
     assert cfg.neck.name == "fpn" and list(cfg.task.model.in_features) == ["p2", "p3", "p4", "p5"]
 

@@ -16,7 +16,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchmetrics import MetricCollection
 
-from tasks.detection.evaluation import COCO_KEYS, CocoBoxMetrics, to_coco_results
+from tasks.detection.evaluation import COCO_KEYS, CocoMetrics, to_coco_results
 from tasks.detection.visualize import (
     GT_COLOR,
     class_color,
@@ -105,7 +105,7 @@ def coco_eval_stats(coco: dict, preds: list[dict], tmp_path: Path) -> dict[str, 
 
 
 def evaluate(preds: list[dict], targets: list[dict], batch_size: int = 4, **kwargs) -> dict[str, float]:
-    metric = CocoBoxMetrics(**kwargs)
+    metric = CocoMetrics(**kwargs)
     for i in range(0, len(preds), batch_size):
         metric.update(preds[i:i + batch_size], targets[i:i + batch_size])
     return {key: float(value) for key, value in metric.compute().items()}
@@ -169,7 +169,7 @@ def test_update_accepts_the_data_contract() -> None:
     target = {"boxes": boxes, "labels": torch.tensor([2]), "iscrowd": torch.tensor([0]),
               "area": torch.tensor([1296.0]), "image_id": 7}
     pred = {"boxes": boxes.clone(), "scores": torch.tensor([0.5]), "labels": torch.tensor([2])}
-    metrics = MetricCollection({"coco": CocoBoxMetrics()}).clone(prefix="val/")
+    metrics = MetricCollection({"coco": CocoMetrics()}).clone(prefix="val/")
     metrics.update([pred], [target])
     result = metrics.compute()
     assert sorted(result) == sorted(f"val/{k}" for k in COCO_KEYS)
@@ -189,28 +189,34 @@ def test_to_coco_results() -> None:
 
 
 def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
-    """One rank: DistributedSampler's share of the 13 images (repeats pad the last), synced compute()."""
+    """One rank: DistributedSampler's share of the images of `out_dir/case.pt` (repeats pad the last), synced
+    compute()."""
     torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                                          world_size=world_size)
     try:
-        targets = targets_from_coco(make_coco(num_images=13))
-        preds = make_preds(targets)
+        preds, targets, kwargs = torch.load(Path(out_dir) / "case.pt", weights_only=False)
         order = list(range(len(targets)))
         order += order[: -len(order) % world_size]
         mine = order[rank::world_size]
-        result = evaluate([preds[i] for i in mine], [targets[i] for i in mine], batch_size=2)
+        result = evaluate([preds[i] for i in mine], [targets[i] for i in mine], batch_size=2, **kwargs)
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
 
+def evaluate_on_two_processes(preds: list[dict], targets: list[dict], tmp_path: Path, **kwargs) -> list[dict]:
+    """What each of 2 gloo processes computes for the case, sharing it as DistributedSampler would."""
+    torch.save((preds, targets, kwargs), tmp_path / "case.pt")
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
+    return [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+
+
 @pytest.mark.slow  # ~13 s: each process imports torch, torchvision and Lightning
 def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
-    targets = targets_from_coco(make_coco(num_images=13))
-    expected = evaluate(make_preds(targets), targets)
-    for rank in range(2):
-        assert torch.load(tmp_path / f"rank{rank}.pt") == expected
+    targets = targets_from_coco(make_coco(num_images=13))  # 13 images over 2 ranks: the sampler repeats one
+    preds = make_preds(targets)
+    expected = evaluate(preds, targets)
+    assert evaluate_on_two_processes(preds, targets, tmp_path) == [expected, expected]
 
 
 def test_draw_detections_colours() -> None:

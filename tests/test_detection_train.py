@@ -46,6 +46,24 @@ def test_train_detection_end_to_end(tmp_path, backbone, logger):  # a basic-bloc
         assert list((offline / "files" / "media" / "images").glob("val/predictions_*.png"))
 
 
+def test_train_instance_segmentation_end_to_end(tmp_path):
+    """task=instance_segmentation: Mask R-CNN on the synthetic modal masks, box and mask metrics, drawn masks."""
+    tiny = [o for o in TINY if o != "task=detection"]
+    proc = run_train("task=instance_segmentation", *tiny, "task.model.mask_channels=16", "logger=csv", cwd=tmp_path)
+    assert_ok(proc)
+    for key in ("test/AP", "test/AR100", "test/segm/AP", "test/segm/AP50", "test/segm/APs", "test/segm/AR100"):
+        assert key in proc.stdout, key  # in the results table
+    ckpt = printed_checkpoint(proc.stdout)
+    run_dir = ckpt.parent.parent
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val/segm/AP", "val/AP", "train/loss_mask"} <= set(header)
+    assert "val/segm/AP" in (run_dir / "train.log").read_text()  # the epoch line names the mask metric
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert any(k.startswith("model.detector.roi_heads.mask_predictor") for k in state["state_dict"])
+    assert state["hyper_parameters"]["config"]["task"]["monitor"] == "val/segm/AP"
+    assert (run_dir / "val_predictions" / "epoch000.png").is_file()
+
+
 def test_bad_coco_json_names_the_file(tmp_path):
     (tmp_path / "coco" / "annotations").mkdir(parents=True)
     (tmp_path / "coco" / "annotations" / "instances_train.json").write_text("{not json")

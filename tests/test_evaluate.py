@@ -24,7 +24,8 @@ def metric(stdout: str, name: str) -> float:
 
 
 @pytest.mark.parametrize("task,metrics", [("classification", ["acc1", "loss"]),
-                                          ("segmentation", ["mIoU", "acc", "mDice", "loss"])])
+                                          ("segmentation", ["mIoU", "acc", "mDice", "loss"]),
+                                          ("instance_segmentation", ["segm/AP", "AP", "segm/AR100"])])
 def test_evaluate_checkpoint_prints_val_and_test_metrics(checkpoint, tmp_path, task, metrics):
     ckpt = checkpoint(task)
     if task == "classification":  # the entry point

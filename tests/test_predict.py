@@ -33,6 +33,15 @@ TRAIN = {
         # an untrained detector scores everything low: keep a few boxes per image so the json has entries
         "task.model.box_score_thresh=0.0", "task.model.box_detections_per_img=5",
     ],
+    "instance_segmentation": [  # detection's settings, Mask R-CNN's head narrowed
+        "task=instance_segmentation", "callbacks=minimal", "logger=csv", "data.synthetic.num_classes=2",
+        "data.synthetic.train_images=4", "data.synthetic.val_images=2", "data.synthetic.test_images=2",
+        "data.synthetic.image_size=64", "data.num_workers=0", "data.batch_size=2", "task.model.min_size=[64]",
+        "task.model.max_size=64", "neck.out_channels=32", "task.model.representation_size=64",
+        "task.model.mask_channels=16", "task.model.mask_layers=2",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=1", "task.module.vis_images=0",
+        "task.model.box_score_thresh=0.0", "task.model.box_detections_per_img=5",
+    ],
     "segmentation": [
         "task=segmentation", "callbacks=minimal", "logger=csv", "data.num_workers=0", "data.batch_size=4",
         "data.synthetic.train_images=4", "data.synthetic.val_images=4", "data.synthetic.test_images=4",
@@ -136,6 +145,30 @@ def test_detection_coco_results_and_drawings(checkpoint, tmp_path):
         x, y, w, h = r["bbox"]
         assert w >= 0 and h >= 0 and x + w <= 80.01 and y + h <= 64.01
     # images under 256 px are drawn enlarged to 256 on the longer side (readable labels)
+    for name, size in (("x.png", (256, 192)), ("y.png", (256, 205))):
+        assert Image.open(out / "drawn" / name).size == size
+
+
+def test_instance_segmentation_writes_rle_masks_coco_reads(checkpoint, tmp_path):
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+
+    ckpt = checkpoint("instance_segmentation")
+    inputs = write_inputs(tmp_path / "in", {"x.png": (64, 48), "y.png": (80, 64)})
+    proc = run_predict(f"ckpt={ckpt}", f"input={inputs}", f"output={tmp_path}/out", "score_threshold=0",
+                       "num_workers=0", cwd=tmp_path)
+    assert_ok(proc)
+    out = tmp_path / "out"
+    results = json.loads((out / "detections.json").read_text())
+    assert results and all(set(r) == {"image_id", "category_id", "bbox", "score", "segmentation"} for r in results)
+    meta = json.loads((out / "images.json").read_text())
+    sizes = {im["id"]: [im["height"], im["width"]] for im in meta["images"]}
+    for r in results:  # each mask at its image's size, and COCO's API reads the file as results of that json
+        assert r["segmentation"]["size"] == sizes[r["image_id"]]
+        assert mask_utils.area(r["segmentation"]) <= sizes[r["image_id"]][0] * sizes[r["image_id"]][1]
+    (tmp_path / "gt.json").write_text(json.dumps({**meta, "annotations": []}))
+    gt = COCO(str(tmp_path / "gt.json"))
+    assert len(gt.loadRes(str(out / "detections.json")).getAnnIds()) == len(results)
     for name, size in (("x.png", (256, 192)), ("y.png", (256, 205))):
         assert Image.open(out / "drawn" / name).size == size
 

@@ -414,7 +414,8 @@ def edit_anns(root: Path, **changes) -> None:
 
 @pytest.mark.parametrize("changes, message", [
     ({"segmentation": None}, r"instances_train.json: annotation 2 \(image id 1\): segmentation is missing or empty; "
-                             r"task=segmentation needs every annotation's \"segmentation\""),
+                             r"masks \(task=segmentation, task=instance_segmentation\) need every annotation's "
+                             r"\"segmentation\""),
     ({"segmentation": []}, r"annotation 2 \(image id 1\): segmentation is missing or empty"),
     ({"segmentation": [[1, 2, 3, 4, 5]]}, r"annotation 2 \(image id 1\): polygon \[1, 2, 3, 4, 5\] has 5 coordinates"),
     ({"segmentation": [[1, 2, 3, 4]]}, r"annotation 2 \(image id 1\): polygon \[1, 2, 3, 4\] has 4 coordinates; "

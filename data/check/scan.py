@@ -185,10 +185,12 @@ def check_masks(dm: MaskDataModule, scanner: Scanner) -> Report:
 
 
 def check_coco(dm: CocoDetectionDataModule | CocoSegmentationDataModule, scanner: Scanner) -> Report:
-    """Detection, or semantic segmentation when `dm` is a CocoSegmentationDataModule (annotations painted)."""
+    """Detection, instance segmentation (every annotation's mask validated), or semantic segmentation when `dm` is
+    a CocoSegmentationDataModule (annotations painted, pixels counted)."""
     problems = scanner.problems
     source = dm.source
-    segmentation = source.segmentation
+    segmentation = source.segmentation  # masks required and validated
+    painted = isinstance(dm, CocoSegmentationDataModule)
     paths: dict[str, tuple[Path, Path] | None] = {}
     for name in SPLITS:
         try:
@@ -211,23 +213,24 @@ def check_coco(dm: CocoDetectionDataModule | CocoSegmentationDataModule, scanner
         categories = train.category_ids if train is not None and train.category_ids else None
         index = load_coco(annotations, images, category_ids=categories, drop_bad_boxes=source.drop_bad_boxes,
                           segmentation=segmentation, problems=problems)
-        check_annotated(index, name, problems, segmentation)
+        check_annotated(index, name, problems, painted)
         if name == "train":
             train = index
         names = [f"{n} (id {c})" for n, c in zip(index.class_names, index.category_ids)]
-        scanner.run(split, index.images, _coco_check(index, names, segmentation, getattr(dm, "ignore_index", 255)))
+        scanner.run(split, index.images, _coco_check(index, names, painted, getattr(dm, "ignore_index", 255)))
     names = [f"{n} (id {c})" for n, c in zip(train.class_names, train.category_ids)] if train else []
     if train is not None and train.images:  # the sizes the json gives, as training reads them
         dm.check_sizes([(rec.width, rec.height) for rec in train.images], problems)
         report_drop_last(len(train.images), dm.batch_size, 1, problems)
-    if segmentation and train is not None and train.category_ids:
+    if painted and train is not None and train.category_ids:
         check_classes(["background", *train.class_names], dm.ignore_index, str(train.json_path), problems)
-    metrics = ["boxes", "images", "pixels"] if segmentation else ["boxes", "images"]
-    return Report(f"COCO {'segmentation' if segmentation else 'detection'} {source.root or ''}".rstrip(),
-                  ["background", *names] if segmentation else names, metrics, splits, problems)
+    metrics = ["boxes", "images", "pixels"] if painted else ["boxes", "images"]
+    kind = "segmentation" if painted else "instance segmentation" if segmentation else "detection"
+    return Report(f"COCO {kind} {source.root or ''}".rstrip(),
+                  ["background", *names] if painted else names, metrics, splits, problems)
 
 
-def _coco_check(index: CocoIndex, names: list[str], segmentation: bool, ignore: int) -> Callable[[CocoImage], Item]:
+def _coco_check(index: CocoIndex, names: list[str], painted: bool, ignore: int) -> Callable[[CocoImage], Item]:
     def check(rec: CocoImage) -> Item:
         local = Problems(strict=False)
         size = image_size(rec.path, local)
@@ -236,7 +239,7 @@ def _coco_check(index: CocoIndex, names: list[str], segmentation: bool, ignore: 
         if not boxes:
             local.note("no labels", f"{index.json_path}: image id {rec.image_id} ({rec.path}) has no annotations; "
                                     "it is kept as a negative example (add its objects if it has any)")
-        if size and check_image_size(rec, size, index.json_path, local) and segmentation:
+        if size and check_image_size(rec, size, index.json_path, local) and painted:
             pixels = pixel_counts(coco_mask(rec, len(names) + 1, ignore), ["background", *names], ignore)
             counts |= {"pixels": pixels, "images": Counter(c for c in pixels if not c.startswith("("))}
         return Item(size, counts, bool(boxes), local)

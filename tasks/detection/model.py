@@ -34,7 +34,8 @@ class DetectionModel(nn.Module):
         representation_size: width of the two-layer box head.
         masks: add Mask R-CNN's mask branch (torchvision's `MaskRCNN`): RoIAlign at `mask_roi_output_size` (14) on
             the same levels, `mask_layers` 3x3 convs of `mask_channels`, a 2x deconv and one 28x28 logit map per
-            class; eval outputs then carry "masks" (M, 1, H, W) probabilities in the image's pixels.
+            class (initialised as detectron2's, near 0: every first mask loss about log 2); eval outputs then carry
+            "masks" (M, 1, H, W) probabilities in the image's pixels.
         mean, std: the input normalisation (the preprocessing record's, i.e. the weights' statistics), done by
             torchvision's transform.
         detector_kwargs: `min_size`, `max_size`, `rpn_*`, `box_*`, passed to torchvision's FasterRCNN with its
@@ -101,15 +102,21 @@ class DetectionModel(nn.Module):
         detector_cls = FasterRCNN
         if masks:  # torchvision's mask branch classes too: maskrcnn_resnet50_fpn state dicts keep their key names
             detector_cls = MaskRCNN
+            mask_predictor = MaskRCNNPredictor(mask_channels, mask_channels, num_classes + 1)
+            # detectron2's init of the mask logits (normal, std 0.001): torchvision's kaiming init gives logits of
+            # magnitude ~10 on a random-init body's FPN maps, first mask losses of 5-130 instead of log 2 = 0.69,
+            # whose gradients then pull the shared body (README, Instance segmentation)
+            nn.init.normal_(mask_predictor.mask_fcn_logits.weight, std=0.001)
+            nn.init.zeros_(mask_predictor.mask_fcn_logits.bias)
             detector_kwargs.update(
                 mask_roi_pool=poolers[roi_align](list(roi_levels), mask_roi_output_size, roi_sampling_ratio),
-                mask_head=MaskRCNNHeads(width, [mask_channels] * mask_layers, 1),
-                mask_predictor=MaskRCNNPredictor(mask_channels, mask_channels, num_classes + 1))
+                mask_head=MaskRCNNHeads(width, [mask_channels] * mask_layers, 1), mask_predictor=mask_predictor)
         self.detector = detector_cls(
             body, rpn_anchor_generator=anchors, box_roi_pool=pooler, box_head=box_head, box_predictor=predictor,
             image_mean=list(mean), image_std=list(std), **detector_kwargs,
         )
         self.num_classes = num_classes
+        self.masks = masks  # the task module logs mask metrics and draws masks when set
 
     @property
     def body(self) -> Backbone:

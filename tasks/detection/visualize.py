@@ -1,4 +1,5 @@
-"""Drawing detections: ground truth in thin green, predictions in a per-class colour labelled "name 0.87"."""
+"""Drawing detections: ground truth in thin green, predictions in a per-class colour labelled "name 0.87" (and
+Mask R-CNN's masks filled in the same colour)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from PIL import ImageFont
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes, make_grid
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
 
 from ..drawing import to_uint8
+from .evaluation import binary_masks
 
 GT_COLOR = (0, 255, 0)
 # bright, mutually distinct and not green (that is the ground truth), so black label text reads on them all
@@ -38,11 +40,16 @@ def _font_file() -> str | None:
 def draw_detections(image: Tensor, pred: Mapping[str, Tensor], target: Mapping[str, Tensor] | None,
                     class_names: Sequence[str], score_threshold: float = 0.3) -> Tensor:
     """(3, H, W) float [0, 1] image -> (3, H, W) uint8 with the GT boxes (N, 4) and the predictions (M, 4)
-    scoring at least `score_threshold`; boxes xyxy pixels, label l is `class_names[l - 1]`."""
+    scoring at least `score_threshold`; boxes xyxy pixels, label l is `class_names[l - 1]`. Predicted "masks"
+    ((M, 1, H, W) probabilities, binarised at 0.5) are filled in their box's colour, half transparent."""
     out = to_uint8(image)
+    keep = pred["scores"].detach().cpu() >= score_threshold
+    if "masks" in pred and keep.any():  # under the boxes, so the outlines and labels stay on top
+        masks = binary_masks(pred["masks"].cpu()[keep])
+        colors = [class_color(lbl) for lbl in pred["labels"].detach().cpu()[keep].tolist()]
+        out = draw_segmentation_masks(out, masks, alpha=0.45, colors=colors)
     if target is not None and len(target["boxes"]):
         out = draw_bounding_boxes(out, target["boxes"].detach().cpu(), colors=GT_COLOR, width=1)
-    keep = pred["scores"].detach().cpu() >= score_threshold
     if keep.any():
         boxes, labels, scores = (pred[k].detach().cpu()[keep] for k in ("boxes", "labels", "scores"))
         labels, scores = labels.tolist(), scores.tolist()
@@ -56,8 +63,12 @@ def draw_detections(image: Tensor, pred: Mapping[str, Tensor], target: Mapping[s
     return out
 
 
-def _scaled(item: Mapping[str, Tensor], factor: Tensor) -> dict[str, Tensor]:
-    return {**item, "boxes": item["boxes"].detach().cpu() * factor}
+def _scaled(item: Mapping[str, Tensor], factor: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
+    """Boxes times `factor`, masks (M, 1, H, W) resized (nearest) to `size`."""
+    out = {**item, "boxes": item["boxes"].detach().cpu() * factor}
+    if "masks" in item and item["masks"].dim() == 4 and len(item["masks"]):
+        out["masks"] = F.interpolate(item["masks"].detach().cpu().float(), size=size, mode="nearest")
+    return out
 
 
 def draw_upscaled(image: Tensor, pred: Mapping[str, Tensor], target: Mapping[str, Tensor] | None,
@@ -69,7 +80,7 @@ def draw_upscaled(image: Tensor, pred: Mapping[str, Tensor], target: Mapping[str
         size = (round(h * upscale_to / max(h, w)), round(w * upscale_to / max(h, w)))
         factor = torch.tensor([size[1] / w, size[0] / h] * 2)
         image = F.interpolate(image[None].detach().cpu(), size=size, mode="nearest")[0]
-        pred, target = _scaled(pred, factor), None if target is None else _scaled(target, factor)
+        pred, target = _scaled(pred, factor, size), None if target is None else _scaled(target, factor, size)
     return draw_detections(image, pred, target, class_names, score_threshold)
 
 

@@ -1,5 +1,6 @@
-"""Detection predictions: a COCO results json (the dataset's own category ids, xywh boxes), the image-id table
-beside it, and each image drawn with its boxes, class names and scores."""
+"""Detection and instance-segmentation predictions: a COCO results json (the dataset's own category ids, xywh boxes,
+masks as compressed RLE), the image-id table beside it, and each image drawn with its boxes (and masks), class names
+and scores."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from data.transforms import detection_transforms
 
+from ..detection.evaluation import to_coco_results
 from ..detection.visualize import draw_upscaled
 from ..drawing import save_png
 from .base import Predictor, prepare_image
@@ -22,7 +24,9 @@ from .inputs import output_names
 
 class DetectionPredictor(Predictor):
     """Float images in [0, 1] at their own size (the detector resizes and normalizes them itself, as in eval);
-    detections scoring at least `score_threshold` are written and drawn. Image ids are 1..N in file order."""
+    detections scoring at least `score_threshold` are written (with a Mask R-CNN checkpoint, each with its mask
+    as "segmentation", a compressed RLE that pycocotools' `COCO.loadRes` reads) and drawn. Image ids are 1..N in
+    file order."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -42,11 +46,9 @@ class DetectionPredictor(Predictor):
         h, w = item["size"]
         self.images.append({"id": image_id, "file_name": self.name(item), "height": h, "width": w})
         keep = pred["scores"] >= self.options.score_threshold
-        boxes, scores, labels = pred["boxes"][keep], pred["scores"][keep], pred["labels"][keep]
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
-        for box, score, label in zip(xywh.tolist(), scores.tolist(), labels.tolist()):
-            self.results.append({"image_id": image_id, "category_id": int(self.category_ids[label - 1]),
-                                 "bbox": [round(v, 2) for v in box], "score": round(score, 5)})
+        for entry in to_coco_results([{k: v[keep] for k, v in pred.items()}], [image_id], self.category_ids):
+            self.results.append({**entry, "bbox": [round(v, 2) for v in entry["bbox"]],
+                                 "score": round(entry["score"], 5)})
         if self.options.overlay:
             # images under 256 px are drawn enlarged, so that the class names stay readable
             drawn = draw_upscaled(item["image"], pred, None, self.loaded.class_names, self.options.score_threshold)

@@ -25,7 +25,8 @@ from .segmentation import SegmentationPredictor
 log = logging.getLogger(__name__)
 
 PREDICTORS: dict[str, type[Predictor]] = {"classification": ClassificationPredictor,
-                                          "detection": DetectionPredictor, "segmentation": SegmentationPredictor}
+                                          "detection": DetectionPredictor, "segmentation": SegmentationPredictor,
+                                          "instance_segmentation": DetectionPredictor}
 
 
 def resolve_device(name: str) -> torch.device:

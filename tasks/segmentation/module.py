@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ..base import TaskModule
 from ..drawing import publish_validation_grid
+from ..progress import PER_CLASS_MARK
 from .loss import SegmentationLoss
 from .metrics import SegmentationMetrics, class_map
 from .visualize import segmentation_grid
@@ -89,7 +90,7 @@ class SegmentationTask(TaskModule):
                      sync_dist=True)  # equal on every rank: compute() synced the states
         if per_class:
             for name, value in zip(self.class_names, scores["iou"].tolist()):
-                self.log(f"{split}/IoU/{name}", value, sync_dist=True)
+                self.log(f"{split}{PER_CLASS_MARK}{name}", value, sync_dist=True)
         return scores
 
     def on_train_epoch_end(self) -> None:
