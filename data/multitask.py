@@ -1,0 +1,156 @@
+"""One COCO instances json for several heads at once (joint multi-task training): boxes (+ instance masks) for
+detection / instance segmentation, the instance masks painted into a class mask for semantic segmentation, and
+the categories present as multi-label targets for classification. Items are images at their own size, as for
+detection (`data/detection.py`): the model resizes them itself, like torchvision's detectors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .coco import CocoIndex
+from .coco_source import CocoSource
+from .detection import CocoDetectionDataModule, CocoDetectionDataset, collate
+from .errors import RAISE, Problems
+from .masks import check_classes
+from .splits import SplitDataModule
+
+HEADS = ("detection", "instance_segmentation", "segmentation", "classification")
+
+
+def semantic_from_instances(masks: Tensor, labels: Tensor, iscrowd: Tensor, ignore_index: int = 255) -> Tensor:
+    """(H, W) int64 class mask painted from instance masks (N, H, W) uint8 / bool with labels (N,) int64 in 1..K
+    and iscrowd (N,): 0 is background, label k paints k, crowd regions paint `ignore_index`.
+
+    The rule of `data.masks.coco_mask`: larger regions (pixel count of the given masks) are painted first, so
+    smaller objects on top of them stay visible; equal sizes keep the given order (the later one on top).
+    """
+    semantic = torch.zeros(masks.shape[-2:], dtype=torch.int64, device=masks.device)
+    if not len(masks):
+        return semantic
+    filled = masks.bool()
+    values = torch.where(iscrowd.to(filled.device) != 0, ignore_index, labels.to(filled.device).long())
+    # stable, so ties keep the given order, as coco_mask's sorted() keeps the json's
+    order = torch.argsort(-filled.flatten(1).sum(1), stable=True)
+    for i in order.tolist():
+        semantic[filled[i]] = values[i]
+    return semantic
+
+
+def multilabel_target(labels: Tensor, iscrowd: Tensor, num_classes: int) -> Tensor:
+    """(K,) float32 multi-hot of the categories in an image: 1.0 at index l - 1 for each label l (1..K) with at
+    least one non-crowd object (labels (N,), iscrowd (N,)). A crowd region alone does not count: it is an
+    unlabelled group, which detection ignores as well."""
+    target = torch.zeros(num_classes, dtype=torch.float32)
+    target[labels[iscrowd == 0].long() - 1] = 1.0
+    return target
+
+
+class MultiTaskCocoDataset(CocoDetectionDataset):
+    """`CocoDetectionDataset`'s items (same loading and joint transforms) with the targets of every head.
+
+    Items are `(image (3, H, W) float32 in [0, 1], target)`; target holds the detection target (boxes (N, 4)
+    float32 xyxy, labels (N,) int64 in 1..K, iscrowd (N,) int64, area (N,) float32, image_id, and with
+    `has_masks` masks (N, H, W) uint8) plus
+      - "semantic": (H, W) int64 class mask (`semantic_from_instances`), only with `has_masks`;
+      - "classes": (K,) float32 multi-hot of the categories present (`multilabel_target`);
+      - "has": head name (`HEADS`) -> bool, whether this image has that head's label.
+
+    `has_masks` needs an index loaded with `load_coco(..., segmentation=True)`.
+    """
+
+    def __init__(self, index: CocoIndex, transform: Callable | None = None, has_masks: bool = True,
+                 ignore_index: int = 255) -> None:
+        super().__init__(index, transform, masks=has_masks)
+        self.ignore_index = ignore_index
+        # a COCO json labels every image for boxes and classes (no objects: a labelled negative); pixels only when
+        # its annotations carry segmentations
+        self.has = {"detection": True, "instance_segmentation": has_masks, "segmentation": has_masks,
+                    "classification": True}
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Any]]:
+        image, target = super().__getitem__(i)
+        if self.masks:
+            # painted after the transforms, from the transformed instance masks: the class mask matches the flipped /
+            # cropped image and boxes, and objects the transforms dropped are left out of it too
+            target["semantic"] = semantic_from_instances(target["masks"], target["labels"], target["iscrowd"],
+                                                         self.ignore_index)
+        target["classes"] = multilabel_target(target["labels"], target["iscrowd"], len(self.index.category_ids))
+        target["has"] = dict(self.has)  # a copy per item: a consumer may edit one target's flags
+        return image, target
+
+
+class MultiTaskCocoDataModule(SplitDataModule):
+    """Joint detection / instance segmentation / semantic segmentation / multi-label classification on one COCO
+    dataset (`CocoSource`), see `MultiTaskCocoDataset`. Batches are `(images: tuple of (3, H, W) float in [0, 1],
+    targets: tuple of dicts)`, as for detection (`data.detection.collate`).
+
+    The paths, the split indexes, the transforms and the size check are those of a `CocoDetectionDataModule`
+    built with the same arguments (`self.detection`), so both read a dataset the same way.
+
+    Args:
+        root, source: the `CocoSource`'s arguments (`train_images`, `train_annotations`, ..., `drop_bad_boxes`,
+            `synthetic`).
+        augment: options of `detection_transforms` for training (hflip, photometric, zoom_out, max_zoom, iou_crop).
+        model_min_size: the detector's `task.model.min_size`, only to say at setup when it is far from the
+            images' own size.
+        masks: every annotation has a `segmentation` (polygons or RLE): targets carry instance masks and the
+            class mask, and the segmentation heads are labelled. False for a boxes-only json (not required then).
+        ignore_index: class-mask value of crowd regions; must be above the number of categories.
+    """
+
+    collate_fn = collate
+
+    def __init__(self, root: str | None = None, *, batch_size: int = 4, num_workers: int | None = None,
+                 augment: Mapping[str, Any] | None = None, pin_memory: bool | None = None,
+                 model_min_size: int | Sequence[int] | None = None, masks: bool = True, ignore_index: int = 255,
+                 **source: Any) -> None:
+        super().__init__(batch_size, num_workers, pin_memory)
+        # masks=False builds a CocoSource that neither keeps nor requires segmentations
+        self.detection = CocoDetectionDataModule(root, batch_size=batch_size, num_workers=num_workers,
+                                                 augment=augment, pin_memory=pin_memory,
+                                                 model_min_size=model_min_size, masks=masks, **source)
+        self.masks = masks
+        self.ignore_index = ignore_index
+
+    @property
+    def source(self) -> CocoSource:
+        """The dataset on disk (shared with `self.detection`)."""
+        return self.detection.source
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set on first use (idempotent; runs on one process per node)."""
+        self.detection.prepare_data()
+
+    def annotation_file(self, split: str) -> Path:
+        """The json of `split` (train / val / test; test falls back to val), for COCO evaluation."""
+        return self.detection.annotation_file(split)
+
+    def check_sizes(self, sizes: Sequence[tuple[int, int]], problems: Problems = RAISE) -> None:
+        """Say when the detector's resize is far from the train images' (width, height) `sizes`."""
+        self.detection.check_sizes(sizes, problems)
+
+    @property
+    def class_names(self) -> list[str]:
+        """K names: label i+1 is `class_names[i]` (the train json's categories sorted by id); class-mask value
+        i+1 and multi-hot index i are the same class."""
+        return self.detection.class_names
+
+    @property
+    def category_ids(self) -> list[int]:
+        """K COCO category ids: label i+1 is category `category_ids[i]`."""
+        return self.detection.category_ids
+
+    def setup(self, stage: str | None = None) -> None:
+        self.detection.setup(stage)
+        if self.masks:  # a label equal to ignore_index would be ignored by the segmentation loss
+            check_classes(["background", *self.class_names], self.ignore_index, str(self.annotation_file("train")))
+
+    def dataset(self, split: str, train: bool) -> MultiTaskCocoDataset:
+        # detection's own dataset gives the split's index and transform, so the two never drift apart
+        base = self.detection.dataset(split, train)
+        return MultiTaskCocoDataset(base.index, base.transform, base.masks, self.ignore_index)
