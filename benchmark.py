@@ -172,16 +172,14 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
-class PlainClassifierStep:
-    """What a user would write by hand: torchvision model, cross-entropy, and the same optimizer
-    (built from the same `optim` config partial: SGD, momentum 0.9, Nesterov, weight decay 1e-4); the input normalised
-    in the step, as Cerberus' model normalises it."""
+class PlainDenseStep:
+    """A hand-written step of a model with one logit tensor: subclasses set `place`, `model`, `opt` (None: inference)
+    and `criterion`; batches are (images in [0, 1], labels), normalised in the step as Cerberus' models do."""
 
-    def __init__(self, arch: str, num_classes: int, optimizer, place: Placement | None = None) -> None:
-        self.place = place or Placement()
-        self.model = getattr(torchvision.models, arch)(num_classes=num_classes).to(self.place.device).train()
-        self.opt = optimizer(self.model.parameters()) if optimizer else None
-        self.criterion = nn.CrossEntropyLoss()
+    place: Placement
+    model: nn.Module
+    opt: torch.optim.Optimizer | None
+    criterion: nn.Module
 
     def __call__(self, batch) -> None:
         images, labels = self.place.put(batch)
@@ -193,6 +191,18 @@ class PlainClassifierStep:
         with self.place.autocast():
             loss = self.criterion(self.model(normalize(images)), labels)
         self.place.step(loss, self.opt)
+
+
+class PlainClassifierStep(PlainDenseStep):
+    """What a user would write by hand: torchvision model, cross-entropy, and the same optimizer
+    (built from the same `optim` config partial: SGD, momentum 0.9, Nesterov, weight decay 1e-4); the input normalised
+    in the step, as Cerberus' model normalises it."""
+
+    def __init__(self, arch: str, num_classes: int, optimizer, place: Placement | None = None) -> None:
+        self.place = place or Placement()
+        self.model = getattr(torchvision.models, arch)(num_classes=num_classes).to(self.place.device).train()
+        self.opt = optimizer(self.model.parameters()) if optimizer else None
+        self.criterion = nn.CrossEntropyLoss()
 
 
 def classification(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
@@ -380,7 +390,7 @@ def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
 
 # --- segmentation -----------------------------------------------------------------------------------------
 
-class PlainUnetStep:
+class PlainUnetStep(PlainDenseStep):
     """segmentation-models-pytorch's Unet on the same encoder in a hand-written loop: cross-entropy with the
     ignore label, the same optimizer, the input normalised in the step as Cerberus' model normalises it."""
 
@@ -394,17 +404,6 @@ class PlainUnetStep:
             self.model.to(memory_format=torch.channels_last)
         self.opt = optimizer(self.model.parameters()) if optimizer else None
         self.criterion = nn.CrossEntropyLoss(ignore_index=255)
-
-    def __call__(self, batch) -> None:
-        images, masks = self.place.put(batch)
-        if self.opt is None:  # inference
-            self.model.eval()
-            with torch.inference_mode(), self.place.autocast():
-                self.model(normalize(images)).softmax(dim=1)
-            return
-        with self.place.autocast():
-            loss = self.criterion(self.model(normalize(images)), masks)
-        self.place.step(loss, self.opt)
 
 
 def segmentation(args, run_dir: str) -> dict[str, dict[str, list[float]]]:

@@ -21,6 +21,36 @@ def detector(name="resnet18", neck=True, num_classes=3, **kw):
     return DetectionModel(body, num_classes, min_size=96, max_size=128, **kw)
 
 
+def against_torchvision(detector_cls: type, roi_align: str, path) -> tuple:
+    """torchvision's `detector_cls` (FasterRCNN / MaskRCNN) on ResNet-50 + FPN with 4 classes, built exactly as its
+    `*_resnet50_fpn(weights=COCO_V1)` builds itself (FrozenBatchNorm, three trainable stages), with random non-trivial
+    BN statistics and biases (so a wrong mapping cannot pass by accident), saved to `path`; a Cerberus
+    `DetectionModel` (masks for MaskRCNN) loads the file key for key. Returns (ours, images, torchvision's eval
+    outputs, ours) on two random images."""
+    torch.manual_seed(0)
+    settings = dict(min_size=128, max_size=160, box_score_thresh=0.0)
+    resnet = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+    ref = detector_cls(_resnet_fpn_extractor(resnet, 3), num_classes=5, **settings)
+    with torch.no_grad():
+        for module in ref.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.bias.uniform_(-0.2, 0.2)
+    torch.save(ref.state_dict(), path)
+
+    body = build_body({"name": "resnet50", "norm": "frozen_bn"}, {"name": "fpn"})
+    ours = DetectionModel(body, num_classes=4, roi_align=roi_align, masks=detector_cls is not FasterRCNN, **settings)
+    result = load_torchvision_detector(ours, torch.load(path, weights_only=True))
+    assert not result.missing_keys and not result.unexpected_keys
+
+    torch.manual_seed(1)  # the images do not depend on how much randomness building the models used
+    images = [torch.rand(3, 128, 150), torch.rand(3, 140, 128)]
+    ref.eval(), ours.eval()
+    with torch.no_grad():
+        return ours, images, ref(images), ours(images)
+
+
 def test_levels_and_anchors_come_from_output_shape():
     m = detector()
     gen = m.detector.rpn.anchor_generator
@@ -69,31 +99,7 @@ def test_torchvision_fasterrcnn_state_dict_gives_same_detections(tmp_path, roi_a
     """A users' COCO-trained torchvision checkpoint must load and behave identically (random weights here).
     With torchvision's RoIAlign kernel the detections match to float32 tolerance; with the default sparse one
     (another summation order) boxes match to 1e-3 px, scores to 1e-5, labels exactly."""
-    torch.manual_seed(0)
-    settings = dict(min_size=128, max_size=160, box_score_thresh=0.0)
-    # exactly how torchvision's fasterrcnn_resnet50_fpn(weights=COCO_V1) builds itself: FrozenBatchNorm,
-    # three trainable stages
-    resnet = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
-    ref = FasterRCNN(_resnet_fpn_extractor(resnet, 3), num_classes=5, **settings)
-    with torch.no_grad():  # non-trivial BN statistics and biases, so a wrong mapping cannot pass by accident
-        for module in ref.modules():
-            if isinstance(module, FrozenBatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.bias.uniform_(-0.2, 0.2)
-    path = tmp_path / "fasterrcnn_resnet50_fpn.pth"
-    torch.save(ref.state_dict(), path)
-
-    body = build_body({"name": "resnet50", "norm": "frozen_bn"}, {"name": "fpn"})
-    ours = DetectionModel(body, num_classes=4, roi_align=roi_align, **settings)
-    result = load_torchvision_detector(ours, torch.load(path, weights_only=True))
-    assert not result.missing_keys and not result.unexpected_keys
-
-    torch.manual_seed(1)  # the images do not depend on how much randomness building the models used
-    images = [torch.rand(3, 128, 150), torch.rand(3, 140, 128)]
-    ref.eval(), ours.eval()
-    with torch.no_grad():
-        expected, got = ref(images), ours(images)
+    _, images, expected, got = against_torchvision(FasterRCNN, roi_align, tmp_path / "fasterrcnn_resnet50_fpn.pth")
     exact = roi_align == "torchvision"
     for e, g in zip(expected, got):
         assert len(e["boxes"]) > 0
@@ -151,29 +157,7 @@ def test_torchvision_maskrcnn_state_dict_gives_same_boxes_and_masks(tmp_path, ro
     dict (random weights, saved to a file) loads key for key and gives the same boxes and masks."""
     from torchvision.models.detection import MaskRCNN
 
-    torch.manual_seed(0)
-    settings = dict(min_size=128, max_size=160, box_score_thresh=0.0)
-    resnet = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
-    ref = MaskRCNN(_resnet_fpn_extractor(resnet, 3), num_classes=5, **settings)
-    with torch.no_grad():
-        for module in ref.modules():
-            if isinstance(module, FrozenBatchNorm2d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-                module.bias.uniform_(-0.2, 0.2)
-    path = tmp_path / "maskrcnn_resnet50_fpn.pth"
-    torch.save(ref.state_dict(), path)
-
-    body = build_body({"name": "resnet50", "norm": "frozen_bn"}, {"name": "fpn"})
-    ours = DetectionModel(body, num_classes=4, roi_align=roi_align, masks=True, **settings)
-    result = load_torchvision_detector(ours, torch.load(path, weights_only=True))
-    assert not result.missing_keys and not result.unexpected_keys
-
-    torch.manual_seed(1)  # the images do not depend on how much randomness building the models used
-    images = [torch.rand(3, 128, 150), torch.rand(3, 140, 128)]
-    ref.eval(), ours.eval()
-    with torch.no_grad():
-        expected, got = ref(images), ours(images)
+    ours, images, expected, got = against_torchvision(MaskRCNN, roi_align, tmp_path / "maskrcnn_resnet50_fpn.pth")
     exact = roi_align == "torchvision"
     for e, g, image in zip(expected, got, images):
         assert len(e["boxes"]) > 0 and g["masks"].shape == (len(g["boxes"]), 1, *image.shape[-2:])
