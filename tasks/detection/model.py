@@ -116,7 +116,11 @@ class DetectionModel(nn.Module):
             image_mean=list(mean), image_std=list(std), **detector_kwargs,
         )
         self.num_classes = num_classes
-        self.masks = masks  # the task module logs mask metrics and draws masks when set
+
+    @property
+    def masks(self) -> bool:
+        """Whether the model has Mask R-CNN's mask branch (the task module then logs mask metrics and draws masks)."""
+        return bool(self.detector.roi_heads.has_mask())
 
     @property
     def body(self) -> Backbone:
