@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
 from backbones.hydra_configs import compose_config
 from tasks.build import build_task
+from tasks.detection import torchvision_state_dict
 from tasks.hardware import fit_to_hardware
 
 OVERRIDES = ["optim=sgd", "optim.lr=0.01", "logger=csv", "data.num_workers=0"]
@@ -370,8 +371,8 @@ def detection(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
         torch.manual_seed(r)
         module = build_task(cfg, [str(i) for i in range(args.classes)])
         plain = torchvision_detector(cfg, args.classes)
-        # the same starting weights (torchvision's key names under `detector.`), so both train alike step by step
-        plain.load_state_dict({k.removeprefix("detector."): v for k, v in module.model.state_dict().items()})
+        # the same starting weights (under torchvision's key names), so both train alike step by step
+        plain.load_state_dict(torchvision_state_dict(module.model))
         plain_step = PlainDetectorStep(plain, instantiate(cfg.optim), instantiate(cfg.scheduler), len(loader), place)
         timer = StepTimer(plain_step)
         trainer = make_trainer(cfg, timer)

@@ -90,8 +90,10 @@ class Preprocessing:
         data = cfg.get("data") or {}
         mean, std = run_input_stats(cfg)
         task = str(cfg.task.name)
-        if task in DETECTOR_TASKS:
-            model = cfg.task.model
+        model = cfg.task.model if task in DETECTOR_TASKS else None
+        if task == "multitask" and set(cfg.task.heads) & set(DETECTOR_TASKS):  # the R-CNN head's transform
+            model = cfg.task.detection.model
+        if model is not None:
             sizes = model.min_size if OmegaConf.is_list(model.min_size) else [model.min_size]
             return cls(task, mean, std, min_size=int(sizes[-1]), max_size=int(model.max_size),
                        size_divisibility=size_divisibility)

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 from rich.table import Table
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import Metric, MetricCollection
@@ -91,14 +91,17 @@ class TaskModule(L.LightningModule):
             self.model.compile()
             self._compiled = True
 
-    def log_metrics(self, metrics: Metric | MetricCollection, prefix: str = "", prog_bar: tuple[str, ...] = ()) -> None:
+    def log_metrics(self, metrics: Metric | MetricCollection, prefix: str = "", prog_bar: tuple[str, ...] = (),
+                    ) -> dict[str, Tensor]:
         """Log `metrics.compute()` as `prefix + name` once per epoch, then reset. compute() syncs the states
         across DDP processes (so every rank logs the same value; `sync_dist` averages equal values, and tells
         Lightning they are global); logging per epoch rather than per step keeps Lightning's per-call cost out of
-        the training loop. Logged names in `prog_bar` also go to the progress bar."""
-        for name, value in metrics.compute().items():
-            self.log(prefix + name, value, prog_bar=prefix + name in prog_bar, sync_dist=True)
+        the training loop. Logged names in `prog_bar` also go to the progress bar. Returns {logged name: value}."""
+        values = {prefix + name: value for name, value in metrics.compute().items()}
+        for name, value in values.items():
+            self.log(name, value, prog_bar=name in prog_bar, sync_dist=True)
         metrics.reset()
+        return values
 
     def report_tables(self) -> list[Table]:
         """Extra tables printed under the test results (e.g. per-class scores); none by default."""

@@ -21,6 +21,7 @@ DATA_TASKS = {
     "data.CocoDetectionDataModule": ("detection", "segmentation", "instance_segmentation"),
     "data.CocoSegmentationDataModule": ("segmentation",),
     "data.MaskDataModule": ("segmentation",),
+    "data.multitask.MultiTaskCocoDataModule": ("multitask",),
 }
 
 
@@ -61,7 +62,8 @@ def _check_task_data(cfg: DictConfig, choices: Mapping[str, str]) -> None:
         raise ConfigError(f"data={data} holds {'boxes and masks' if 'detection' in serves else 'masks'}, not one "
                           f"label per image, so it cannot train task={task}: did you mean `{hint}`?")
     needs = {"detection": "boxes (data=coco)", "segmentation": "masks (data=masks or data=coco)",
-             "instance_segmentation": "instance masks (data=coco)"}.get(task)
+             "instance_segmentation": "instance masks (data=coco)",
+             "multitask": "one COCO json for every head (data=coco or data=synthetic_multitask)"}.get(task)
     if needs is None:
         return
     raise ConfigError(f"data={data} serves task={serves[0]}; task={task} needs {needs}: "

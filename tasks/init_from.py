@@ -32,6 +32,8 @@ from backbones.weights import (
     unwrap_state_dict,
 )
 
+from .multihead import migrate_keys
+
 log = logging.getLogger(__name__)
 
 
@@ -117,12 +119,12 @@ def init_from(model: nn.Module, path: str | Path, *, partial: bool = False,
     """
     source = str(path)
     checkpoint = read_checkpoint(path, "init_from=")
-    state = unwrap_state_dict(checkpoint, source)
+    state = migrate_keys(dict(unwrap_state_dict(checkpoint, source)), "model.")  # runs before the multi-head model
     body, backbone = model.body, registry_backbone(model.body)
     body_prefix, backbone_prefix = _module_prefix(model, body), _module_prefix(model, backbone)
     backbone_keys = backbone.state_dict()
 
-    # where the checkpoint keeps its backbone (model.body., model.body.body., model.detector.backbone.body., ...): from
+    # where the checkpoint keeps its backbone (model.body., model.body.body., ...): from
     # the source run rebuilt from its stored config, else inferred from the keys
     layout = stored_layout(checkpoint, source)
     if layout is not None and any(k.startswith(layout[0]) for k in state):

@@ -24,7 +24,7 @@ STEP_LOGGER = f"{__name__}.steps"
 step_log = logging.getLogger(STEP_LOGGER)
 
 
-PER_CLASS_MARK = "/IoU/"  # per-class entries are logged as <split>/IoU/<class name> (tasks/segmentation/module.py)
+PER_CLASS_MARK = "/IoU/"  # per-class entries: <split>/IoU/<class>, in joint runs <split>/<head>/IoU/<class>
 
 
 def is_per_class(key: str) -> bool:

@@ -19,15 +19,15 @@ def model(neck=None, **kw):
 
 def test_head_pools_coarsest_level_by_default():
     m = model()
-    assert m.in_features == ["c5"] and m.fc.in_features == 512
-    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 7)
+    assert m.head.in_features == ["c5"] and m.head.fc.in_features == 512
+    assert m(torch.randn(2, 3, 64, 64))["classification"].shape == (2, 7)
 
 
 def test_head_over_fpn_levels():
     body = build_body({"name": "resnet18"}, {"name": "fpn", "out_channels": 32})
     m = ClassificationModel(body, num_classes=3, in_features=["p2", "p3", "p4", "p5"])
-    assert m.fc.in_features == 4 * 32
-    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+    assert m.head.fc.in_features == 4 * 32
+    assert m(torch.randn(2, 3, 64, 64))["classification"].shape == (2, 3)
 
 
 def test_head_rejects_unknown_levels():
@@ -41,10 +41,10 @@ def task(m=None, lr=0.05, mult=1.0, scheduler=None):
 
 
 def test_top5_only_with_more_than_five_classes():
-    assert set(task().val_metrics.keys()) == {"val/acc1", "val/acc5"}
+    assert set(task().parts["classification"].val_metrics.keys()) == {"val/acc1", "val/acc5"}
     small = ClassificationTask(ClassificationModel(build_body({"name": "resnet18"}), 3),
                                functools.partial(torch.optim.SGD, lr=0.1))
-    assert set(small.val_metrics.keys()) == {"val/acc1"}
+    assert set(small.parts["classification"].val_metrics.keys()) == {"val/acc1"}
 
 
 def test_learns_a_fixed_batch():
@@ -54,7 +54,7 @@ def test_learns_a_fixed_batch():
     x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 7
     losses = []
     for _ in range(15):
-        loss = t.criterion(t(x), y)
+        loss = t.parts["classification"].loss(t(x), y)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -68,7 +68,7 @@ def test_backbone_lr_multiplier_and_frozen_params():
     opt = t.configure_optimizers()
     by_lr = {round(g["lr"], 6): g["params"] for g in opt.param_groups}
     backbone = {id(p) for p in m.body.body.parameters() if p.requires_grad}
-    head_and_neck = {id(p) for p in list(m.fc.parameters()) + list(m.body.fpn.parameters())}
+    head_and_neck = {id(p) for p in list(m.head.fc.parameters()) + list(m.body.fpn.parameters())}
     assert {id(p) for p in by_lr[0.01]} == backbone
     assert {id(p) for p in by_lr[0.1]} == head_and_neck
     assert not any(id(p) in backbone for p in m.body.body.layer1.parameters())  # frozen: not optimised at all

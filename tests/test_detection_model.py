@@ -48,25 +48,25 @@ def against_torchvision(detector_cls: type, roi_align: str, path) -> tuple:
     images = [torch.rand(3, 128, 150), torch.rand(3, 140, 128)]
     ref.eval(), ours.eval()
     with torch.no_grad():
-        return ours, images, ref(images), ours(images)
+        return ours, images, ref(images), ours(images)["detection"]
 
 
 def test_levels_and_anchors_come_from_output_shape():
     m = detector()
-    gen = m.detector.rpn.anchor_generator
+    gen = m.head.rpn.anchor_generator
     assert gen.sizes == ((32,), (64,), (128,), (256,), (512,))  # 8 x stride on p2..p6
-    assert m.detector.roi_heads.box_roi_pool.featmap_names == ["p2", "p3", "p4", "p5"]
-    assert m.detector.backbone.out_channels == 64
+    assert m.head.roi_heads.box_roi_pool.featmap_names == ["p2", "p3", "p4", "p5"]
+    assert m.body.out_channels == 64
 
 
 def test_single_level_backbone_without_neck():
     body = build_body({"name": "resnet18", "out_levels": ["c4"]}, {"name": "none"})
     m = DetectionModel(body, 2, min_size=64, max_size=64)
     # one level gets all five sizes (torchvision's single-feature-map example), not 8 x stride alone
-    assert m.detector.rpn.anchor_generator.sizes == ((32, 64, 128, 256, 512),)
+    assert m.head.rpn.anchor_generator.sizes == ((32, 64, 128, 256, 512),)
     m.eval()
     with torch.no_grad():
-        out = m([torch.rand(3, 64, 64)])
+        out = m([torch.rand(3, 64, 64)])["detection"]
     assert set(out[0]) == {"boxes", "scores", "labels"}
 
 
@@ -82,14 +82,14 @@ def test_training_step_returns_losses_and_eval_returns_boxes():
     targets = [{"boxes": torch.tensor([[10.0, 20.0, 50.0, 60.0]]), "labels": torch.tensor([1])},
                {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]  # a negative image
     m.train()
-    losses = m(images, targets)
+    losses = m(images, targets)["detection"]
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
     sum(losses.values()).backward()
-    assert m.detector.roi_heads.box_predictor.cls_score.weight.grad is not None
+    assert m.head.roi_heads.box_predictor.cls_score.weight.grad is not None
     assert m.body.body.conv1.weight.grad is None  # frozen stem (freeze_at=2)
     m.eval()
     with torch.no_grad():
-        out = m(images)
+        out = m(images)["detection"]
     assert len(out) == 2 and out[0]["boxes"].shape[1] == 4
     assert (out[0]["labels"] >= 1).all() and (out[0]["labels"] <= 3).all()
 
@@ -123,9 +123,9 @@ def test_channels_last_gives_the_same_losses_and_detections(roi_align):
     results = []
     for m in (nchw, nhwc):
         torch.manual_seed(1)  # the same RPN / RoI sampling
-        losses = m.train()(images, targets)
+        losses = m.train()(images, targets)["detection"]
         with torch.no_grad():
-            results.append((losses, m.eval()(images)))
+            results.append((losses, m.eval()(images)["detection"]))
     (loss_a, out_a), (loss_b, out_b) = results
     torch.testing.assert_close(loss_b, loss_a, rtol=1e-4, atol=1e-5)
     for a, b in zip(out_a, out_b):
@@ -170,7 +170,7 @@ def test_torchvision_maskrcnn_state_dict_gives_same_boxes_and_masks(tmp_path, ro
     ours.train()
     targets = [{"boxes": torch.tensor([[10.0, 10.0, 60.0, 70.0]]), "labels": torch.tensor([2]),
                 "masks": torch.zeros(1, 128, 150, dtype=torch.uint8).index_fill_(1, torch.arange(10, 70), 1)}]
-    losses = ours(images[:1], targets)
+    losses = ours(images[:1], targets)["detection"]
     assert "loss_mask" in losses and all(torch.isfinite(v) for v in losses.values())
 
 
@@ -204,9 +204,9 @@ def test_random_init_mask_loss_starts_at_log_2():
         targets.append({"boxes": torch.tensor([[10.0, 20.0, 60.0, 70.0]]), "labels": torch.tensor([label]),
                         "masks": mask})
     torch.manual_seed(1)  # the same proposal sampling for both inits
-    ours = float(model(images, targets)["loss_mask"])
-    logits = model.detector.roi_heads.mask_predictor.mask_fcn_logits
+    ours = float(model(images, targets)["detection"]["loss_mask"])
+    logits = model.head.roi_heads.mask_predictor.mask_fcn_logits
     torch.nn.init.kaiming_normal_(logits.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init
     torch.manual_seed(1)
-    theirs = float(model(images, targets)["loss_mask"])
+    theirs = float(model(images, targets)["detection"]["loss_mask"])
     assert abs(ours - math.log(2)) < 0.05 and theirs > 2, (ours, theirs)

@@ -33,7 +33,7 @@ def test_train_detection_end_to_end(tmp_path, backbone, logger):  # a basic-bloc
     assert hp["class_names"] == ["circle", "triangle"] and hp["category_ids"] == [1, 2]
     assert hp["config"]["task"]["name"] == "detection" and hp["config"]["backbone"]["name"] == backbone
     assert hp["config"]["backbone"]["norm"] == "frozen_bn"
-    assert any(k.startswith("model.detector.roi_heads.box_predictor") for k in state["state_dict"])
+    assert any(k.startswith("model.heads.detection.roi_heads.box_predictor") for k in state["state_dict"])
     if logger == "csv":
         metrics = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
         assert "val/AP" in metrics and "train/loss_classifier" in metrics
@@ -59,7 +59,7 @@ def test_train_instance_segmentation_end_to_end(tmp_path):
     assert {"val/segm/AP", "val/AP", "train/loss_mask"} <= set(header)
     assert "val/segm/AP" in (run_dir / "train.log").read_text()  # the epoch line names the mask metric
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert any(k.startswith("model.detector.roi_heads.mask_predictor") for k in state["state_dict"])
+    assert any(k.startswith("model.heads.detection.roi_heads.mask_predictor") for k in state["state_dict"])
     assert state["hyper_parameters"]["config"]["task"]["monitor"] == "val/segm/AP"
     assert (run_dir / "val_predictions" / "epoch000.png").is_file()
 

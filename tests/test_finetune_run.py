@@ -30,7 +30,7 @@ def test_finetune_from_another_dataset_with_more_classes(source_ckpt, tmp_path):
     source = torch.load(source_ckpt, map_location="cpu", weights_only=True)["state_dict"]
     result = torch.load(printed_checkpoint(proc.stdout), map_location="cpu", weights_only=True)
     assert result["hyper_parameters"]["class_names"] == ["ant", "bee", "cat", "dog", "eel"]
-    assert result["state_dict"]["model.fc.weight"].shape == (5, 512)
+    assert result["state_dict"]["model.heads.classification.fc.weight"].shape == (5, 512)
     # the backbone started from the source run: its first conv moved only a little from the source weights
     a, b = source["model.body.conv1.weight"], result["state_dict"]["model.body.conv1.weight"]
     assert (a - b).norm() < 0.5 * a.norm()

@@ -34,7 +34,7 @@ class Recorder(L.Callback):
 
     def on_train_epoch_start(self, trainer, module):
         self.before = {lvl: self._snapshot(ms) for lvl, ms in self._levels(module).items()}
-        self.head_before = module.model.fc.weight.detach().clone()
+        self.head_before = module.model.head.fc.weight.detach().clone()
         self.grads.append(set())
 
     def on_after_backward(self, trainer, module):
@@ -46,7 +46,7 @@ class Recorder(L.Callback):
         after = {lvl: self._snapshot(ms) for lvl, ms in self._levels(module).items()}
         self.changed.append({lvl for lvl in LEVELS
                              if any(not torch.equal(a, b) for a, b in zip(self.before[lvl], after[lvl]))})
-        self.head_changed.append(not torch.equal(self.head_before, module.model.fc.weight))
+        self.head_changed.append(not torch.equal(self.head_before, module.model.head.fc.weight))
 
 
 def fit(tmp_path, overrides, callbacks, epochs):
@@ -98,8 +98,8 @@ def test_ema_weights_are_used_for_evaluation(tmp_path):
     cfg = compose_config(["callbacks=[minimal,ema]", "callbacks.ema.decay=0.5"], output_dir=tmp_path)
     ema = instantiate(cfg.callbacks.ema)
     recorder, module = fit(tmp_path, [], [ema], epochs=1)
-    averaged = ema._average_model.module.model.fc.weight
-    torch.testing.assert_close(module.model.fc.weight, averaged)  # swapped in at the end of fitting
+    averaged = ema._average_model.module.model.head.fc.weight
+    torch.testing.assert_close(module.model.head.fc.weight, averaged)  # swapped in at the end of fitting
 
 
 def test_bad_arguments():

@@ -44,8 +44,8 @@ def test_every_task_model_normalises_with_the_record(tmp_path):
         assert module.hparams["preprocessing"]["mean"] == [0.1, 0.2, 0.3]
         model = module.model
         if task == "detection":
-            assert model.detector.transform.image_mean == [0.1, 0.2, 0.3]
-            assert model.detector.transform.image_std == [0.3, 0.2, 0.1]
+            assert model.head.transform.image_mean == [0.1, 0.2, 0.3]
+            assert model.head.transform.image_std == [0.3, 0.2, 0.1]
         else:
             assert model.normalize.mean.flatten().tolist() == pytest.approx([0.1, 0.2, 0.3])
             assert not any("normalize" in k for k in model.state_dict())

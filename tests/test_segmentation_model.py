@@ -22,27 +22,27 @@ from tasks.segmentation.visualize import class_colors, overlay_mask, segmentatio
 def test_logits_at_input_resolution(neck, decoder, size):
     model = SegmentationModel(build_body({"name": "resnet18"}, neck), 4, decoder_channels=[64, 32, 16, 16, 8],
                               fpn_channels=32).eval()
-    assert model.decoder_name == decoder
+    assert model.head.decoder_name == decoder
     with torch.no_grad():
-        out = model(torch.randn(2, 3, *size))
+        out = model(torch.randn(2, 3, *size))["segmentation"]
     assert out.shape == (2, 4, *size)
 
 
 def test_unet_on_fpn_levels_and_fpn_head_chosen_explicitly():
     body = build_body({"name": "resnet18"}, {"name": "fpn", "out_channels": 32})
     unet = SegmentationModel(body, 3, decoder="unet", decoder_channels=[32, 16, 16, 8])
-    assert unet.in_features == ["p2", "p3", "p4", "p5"]
-    assert unet(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    assert unet.head.in_features == ["p2", "p3", "p4", "p5"]
+    assert unet(torch.randn(1, 3, 64, 64))["segmentation"].shape == (1, 3, 64, 64)
     fpn = SegmentationModel(build_body({"name": "resnet18"}, None), 3, decoder="semantic_fpn", fpn_channels=16,
                             fpn_features=["c2", "c3", "c4", "c5"])
-    assert fpn(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    assert fpn(torch.randn(1, 3, 64, 64))["segmentation"].shape == (1, 3, 64, 64)
 
 
 def test_depth_follows_decoder_channels_and_bad_values_are_explained(caplog):
     model = SegmentationModel(build_body({"name": "resnet18"}), 3, decoder_channels=[64, 32, 16])
-    assert model.in_features == ["c1", "c2", "c3"]
+    assert model.head.in_features == ["c1", "c2", "c3"]
     assert "backbone.out_levels=[c1,c2,c3]" in caplog.text
-    assert len(model.decoder.blocks) == 3
+    assert len(model.head.decoder.blocks) == 3
     with pytest.raises(ValueError, match="decoder_channels has 5 entries .* returns 2 levels"):
         SegmentationModel(build_body({"name": "resnet18", "out_levels": ["c4", "c5"]}), 3)
     with pytest.raises(ValueError, match="unknown segmentation decoder 'deeplab'"):
@@ -65,7 +65,7 @@ def test_same_network_as_smp_unet():
     x = torch.rand(2, 3, 64, 96)
     normalized = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     with torch.no_grad():
-        torch.testing.assert_close(ours(x), reference(normalized))
+        torch.testing.assert_close(ours(x)["segmentation"], reference(normalized))
 
 
 def hand_scores(pred: np.ndarray, target: np.ndarray, k: int, ignore: int) -> dict:
@@ -162,7 +162,7 @@ def test_channels_last_gives_the_same_logits_and_gradients():
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     outs = []
     for m in (nchw, nhwc):
-        out = m(x)
+        out = m(x)["segmentation"]
         (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
         outs.append(out.detach())
     assert outs[1].is_contiguous(memory_format=torch.channels_last)
@@ -171,19 +171,22 @@ def test_channels_last_gives_the_same_logits_and_gradients():
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-9, atol=1e-9 * a.grad.abs().max().item(), msg=name)
 
 
-def test_one_class_per_decoder_with_the_same_weights_as_before():
-    """SegmentationModel picks the class; each decoder is its own module, selectable by task.model._target_; state
-    dict keys are unchanged (checkpoints of earlier runs load)."""
-    from tasks.segmentation import SemanticFPNModel, UnetModel
+def test_one_head_class_per_decoder_and_checkpoints_of_the_single_task_model_load():
+    """SegmentationModel picks the head class; each model is also selectable by task.model._target_; a state dict
+    of the single-task model before the multi-head one (`decoder.*`, `segmentation_head.*`) loads into it."""
+    from tasks.segmentation import FPNSemanticHead, SemanticFPNModel, UnetHead, UnetModel
 
     unet = SegmentationModel(build_body({"name": "resnet18"}), 3, fpn_channels=16, decoder_channels=[32, 16, 16, 8, 8])
     fpn = SegmentationModel(build_body({"name": "resnet18"}, {"name": "fpn"}), 3, fpn_channels=16,
                             decoder_channels=[32, 16, 16, 8, 8])
-    assert type(unet) is UnetModel and type(fpn) is SemanticFPNModel
-    assert {k.split(".")[0] for k in unet.state_dict()} == {"body", "decoder", "segmentation_head"}
-    assert {k.split(".")[0] for k in fpn.state_dict()} == {"body", "decoder"}
+    assert type(unet.head) is UnetHead and type(fpn.head) is FPNSemanticHead
+    assert {k.split(".", 2)[-1].split(".")[0] for k in unet.state_dict() if k.startswith("heads.")} == {
+        "decoder", "segmentation_head"}
+    assert type(SemanticFPNModel(build_body({"name": "resnet18"}, {"name": "fpn"}), 3).head) is FPNSemanticHead
     direct = UnetModel(build_body({"name": "resnet18"}), 3, decoder_channels=[32, 16, 16, 8, 8])
-    direct.load_state_dict(unet.state_dict())
+    legacy = {k.removeprefix("heads.segmentation."): v for k, v in unet.state_dict().items()}
+    assert "decoder.blocks.0.conv1.0.weight" in legacy
+    direct.load_state_dict(legacy)
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(direct.eval()(x), unet.eval()(x))
     with pytest.raises(TypeError, match="unknown options"):

@@ -37,7 +37,7 @@ def test_train_segmentation_end_to_end(tmp_path, backbone, neck, logger):
     assert hp["class_names"] == ["background", "circle", "triangle", "square"]
     assert hp["config"]["task"]["name"] == "segmentation" and hp["config"]["backbone"]["name"] == backbone
     decoder = "semantic_fpn" if neck == "fpn" else "unet"
-    assert any(k.startswith("model.decoder.") for k in state["state_dict"])
+    assert any(k.startswith("model.heads.segmentation.decoder.") for k in state["state_dict"])
     assert any(k.startswith("model.body.fpn.") for k in state["state_dict"]) == (decoder == "semantic_fpn")
     if logger == "csv":
         header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]

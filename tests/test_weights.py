@@ -238,19 +238,20 @@ def test_init_from_other_run(tmp_path, caplog):
     _ckpt(src, tmp_path / "run.ckpt")
     torch.manual_seed(1)
     five = ClassificationModel(build_backbone("resnet18", out_levels=["c5"]), num_classes=5)
-    fresh_fc = five.fc.weight.clone()
+    fresh_fc = five.head.fc.weight.clone()
     with caplog.at_level(logging.INFO):
         report = init_from(five, tmp_path / "run.ckpt")
     for k, v in src.body.state_dict().items():
         torch.testing.assert_close(five.body.state_dict()[k], v)
-    torch.testing.assert_close(five.fc.weight, fresh_fc)  # re-initialised (kept fresh), with a warning
-    assert sorted(report.reinitialised) == ["fc.bias", "fc.weight"]
+    torch.testing.assert_close(five.head.fc.weight, fresh_fc)  # re-initialised (kept fresh), with a warning
+    assert sorted(report.reinitialised) == ["heads.classification.fc.bias", "heads.classification.fc.weight"]
     assert any(r.levelno == logging.WARNING and "fc.weight" in r.getMessage() and "re-initialised" in r.getMessage()
                for r in caplog.records)
     three = ClassificationModel(build_backbone("resnet18", out_levels=["c5"], norm="frozen_bn"), num_classes=3)
     report = init_from(three, tmp_path / "run.ckpt")
-    assert report.reinitialised == [] and sorted(report.head.loaded) == ["fc.bias", "fc.weight"]
-    torch.testing.assert_close(three.fc.weight, src.fc.weight)
+    assert report.reinitialised == [] and sorted(report.head.loaded) == ["heads.classification.fc.bias",
+                                                                  "heads.classification.fc.weight"]
+    torch.testing.assert_close(three.head.fc.weight, src.head.fc.weight)
     torch.testing.assert_close(three.body.bn1.running_var, src.body.bn1.running_var)
 
 
@@ -285,12 +286,13 @@ def test_init_from_another_backbone_is_refused_unless_partial(tmp_path):
         init_from(r50, tmp_path / "bare.ckpt", backbone_name="resnet50")
     report = init_from(r50, tmp_path / "r18.ckpt", partial=True, backbone_name="resnet50")
     torch.testing.assert_close(r50.body.conv1.weight, src.body.conv1.weight)
-    assert report.reinitialised == ["fc.weight"]  # 512 -> 2048 features: a fresh head
+    assert report.reinitialised == ["heads.classification.fc.weight"]  # 512 -> 2048 features: a fresh head
 
 
 def test_init_from_reads_the_layout_from_the_stored_run(tmp_path):
     """A Cerberus checkpoint's modules are found by rebuilding its run from the stored config (on the meta device),
-    not by guessing prefixes: a detector's backbone sits at model.detector.backbone.body."""
+    not by guessing prefixes: a detector's backbone sits at model.body.body. (at model.detector.backbone.body. in
+    checkpoints of the single-task models before the multi-head one, which load too)."""
     from backbones.hydra_configs import compose_config
     from tasks.build import build_task
     from tasks.init_from import stored_layout
@@ -301,11 +303,21 @@ def test_init_from_reads_the_layout_from_the_stored_run(tmp_path):
     state = {"state_dict": {f"model.{k}": v for k, v in det.model.state_dict().items()},
              "hyper_parameters": dict(det.hparams)}
     torch.save(state, tmp_path / "det.ckpt")
-    assert stored_layout(state, "det.ckpt") == ("model.detector.backbone.body.", "model.")
+    assert stored_layout(state, "det.ckpt") == ("model.body.body.", "model.")
     assert stored_layout({"state_dict": {}, "hyper_parameters": {"class_names": ["a"], "config": {"task": {}}}},
                          "x") is None  # an incomplete config: inferred from the keys instead
     cls = ClassificationModel(build_backbone("resnet18"), num_classes=3)
     report = init_from(cls, tmp_path / "det.ckpt", backbone_name="resnet18")
     assert not report.backbone.missing and not report.backbone.mismatched
-    for k, v in det.model.detector.backbone.body.state_dict().items():
+    for k, v in det.model.body.body.state_dict().items():
         torch.testing.assert_close(cls.body.state_dict()[k], v)
+    legacy = {"state_dict": {k.replace("model.body.", "model.detector.backbone.", 1)
+                             .replace("model.heads.detection.", "model.detector.", 1): v
+                             for k, v in state["state_dict"].items()}, "hyper_parameters": state["hyper_parameters"]}
+    assert any(k.startswith("model.detector.rpn.") for k in legacy["state_dict"])
+    torch.save(legacy, tmp_path / "legacy.ckpt")
+    det2 = build_task(cfg, ["a", "b"])
+    report = init_from(det2.model, tmp_path / "legacy.ckpt", backbone_name="resnet18")
+    assert not report.backbone.missing and not report.head.missing and not report.reinitialised
+    for k, v in det.model.state_dict().items():
+        torch.testing.assert_close(det2.model.state_dict()[k], v)

@@ -1,4 +1,4 @@
-from .model import ClassificationModel
-from .module import ClassificationTask
+from .model import ClassificationHead, ClassificationModel
+from .module import ClassificationPart, ClassificationTask
 
-__all__ = ["ClassificationModel", "ClassificationTask"]
+__all__ = ["ClassificationHead", "ClassificationModel", "ClassificationPart", "ClassificationTask"]

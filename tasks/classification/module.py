@@ -1,14 +1,19 @@
-"""LightningModule for image classification: label-smoothed cross-entropy, top-1/top-5 accuracy per split."""
+"""Image classification's part of the task module: label-smoothed cross-entropy and top-1/top-5 accuracy per split;
+in joint runs multi-label (the categories present in an image): binary cross-entropy and mean average precision."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
 
-from ..base import TaskModule
+from ..module import HeadsTask
+from ..parts import SPLITS, HeadPart, tie_to
 
 
 def accuracy_metrics(num_classes: int) -> MetricCollection:
@@ -18,49 +23,63 @@ def accuracy_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(metrics)
 
 
-class ClassificationTask(TaskModule):
-    """Batches are `(images (B, 3, H, W), labels (B,))`; logs `{train,val,test}/loss`, `/acc1`, `/acc5`."""
+class ClassificationPart(HeadPart):
+    """Outputs logits (B, K). Single-label targets are labels (B,) int64; logs `{split}/<prefix>acc1`, `/acc5`.
+    Multi-label (`multilabel`, joint runs) targets are the per-image dicts' "classes" (K,) multi-hot, with
+    "has" saying which images are labelled; logs `{split}/<prefix>mAP` (macro average precision over classes)."""
 
-    def __init__(self, model: nn.Module, *args: Any, label_smoothing: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(model, *args, **kwargs)
-        num_classes = model.fc.out_features
+    def __init__(self, name: str, num_classes: int, class_names: list[str] | None = None, prefix: str = "", *,
+                 label_smoothing: float = 0.0, multilabel: bool = False) -> None:
+        super().__init__(name, num_classes, class_names, prefix)
+        self.multilabel = multilabel
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-        # one metric object per split, so val never mixes into train's running state
-        self.train_metrics = accuracy_metrics(num_classes).clone(prefix="train/")
-        self.val_metrics = accuracy_metrics(num_classes).clone(prefix="val/")
-        self.test_metrics = accuracy_metrics(num_classes).clone(prefix="test/")
+        self.label_smoothing = label_smoothing
+        if multilabel:
+            self.set_metrics({s: MetricCollection({"mAP": MultilabelAveragePrecision(num_classes, average="macro")},
+                                                  prefix=f"{s}/{prefix}") for s in SPLITS})
+        else:
+            self.set_metrics({s: accuracy_metrics(num_classes).clone(prefix=f"{s}/{prefix}") for s in SPLITS})
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.model(images)
+    def joint_targets(self, targets: Any) -> tuple[Tensor, Tensor]:
+        """((B, K) multi-hot, (B,) bool: labelled) from the per-image dicts."""
+        has = torch.tensor([bool(t["has"].get(self.name, True)) for t in targets])
+        return torch.stack([t["classes"] for t in targets]), has
 
-    def _step(self, batch: tuple[Tensor, Tensor], split: str, metrics: MetricCollection) -> Tensor:
-        images, labels = batch
-        logits = self.model(images)
-        loss = self.criterion(logits, labels)
-        metrics.update(logits.detach(), labels)
-        on_step = split == "train"
-        self.log(f"{split}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=labels.numel(), sync_dist=True)  # the epoch mean over every rank's batches
-        return loss
+    def labelled(self, targets: Any) -> int:
+        return int(targets[1].sum()) if self.multilabel else len(targets)
 
-    def on_train_epoch_end(self) -> None:
-        self.log_metrics(self.train_metrics)
+    def loss(self, outputs: Tensor, targets: Any) -> dict[str, Tensor]:
+        if not self.multilabel:
+            return {"loss": self.criterion(outputs, targets)}
+        classes, has = targets
+        if not has.any():
+            return {"loss": tie_to(outputs)}
+        classes = classes.to(outputs.device)
+        if self.label_smoothing:
+            classes = classes * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+        keep = has.to(outputs.device)
+        return {"loss": F.binary_cross_entropy_with_logits(outputs[keep], classes[keep])}
 
-    def on_validation_epoch_end(self) -> None:
-        self.log_metrics(self.val_metrics, prog_bar=("val/acc1", "val/acc5"))
+    def update(self, split: str, outputs: Tensor, targets: Any) -> None:
+        if not self.multilabel:
+            self.split_metrics(split).update(outputs.detach(), targets)
+            return
+        classes, has = targets
+        if has.any():
+            keep = has.to(outputs.device)
+            self.split_metrics(split).update(outputs.detach()[keep], classes.to(outputs.device)[keep].long())
 
-    def on_test_epoch_end(self) -> None:
-        self.log_metrics(self.test_metrics)
+    def log_split(self, module: L.LightningModule, split: str) -> dict[str, Tensor]:
+        names = ("acc1", "acc5", "mAP")
+        return module.log_metrics(self.split_metrics(split), prog_bar=tuple(f"val/{self.prefix}{n}" for n in names))
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        return self._step(batch, "train", self.train_metrics)
+    def predict(self, outputs: Tensor) -> Tensor:
+        return outputs.sigmoid() if self.multilabel else outputs.softmax(dim=1)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val", self.val_metrics)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test", self.test_metrics)
-
-    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self.model(images).softmax(dim=1)
+def ClassificationTask(model: nn.Module, *args: Any, label_smoothing: float = 0.0,  # noqa: N802 - config target
+                       class_names: list[str] | None = None, **kwargs: Any) -> HeadsTask:
+    """The classification task module (`task=classification`): batches `(images (B, 3, H, W), labels (B,))`; logs
+    `{train,val,test}/loss`, `/acc1`, `/acc5`."""
+    part = ClassificationPart("classification", model.head.num_classes, class_names, label_smoothing=label_smoothing)
+    return HeadsTask(model, *args, parts={"classification": part}, class_names=class_names, **kwargs)

@@ -1,4 +1,5 @@
-from .model import DetectionModel, load_torchvision_detector
-from .module import DetectionTask
+from .model import DetectionModel, RCNNHead, load_torchvision_detector, torchvision_state_dict
+from .module import DetectionPart, DetectionTask
 
-__all__ = ["DetectionModel", "DetectionTask", "load_torchvision_detector"]
+__all__ = ["DetectionModel", "DetectionPart", "DetectionTask", "RCNNHead", "load_torchvision_detector",
+           "torchvision_state_dict"]

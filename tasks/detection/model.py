@@ -1,24 +1,29 @@
-"""Faster R-CNN and Mask R-CNN (torchvision's) over any Cerberus body: backbone + FPN, or a single-level backbone."""
+"""Faster R-CNN and Mask R-CNN (torchvision's) over any Cerberus body: backbone + FPN, or a single-level backbone.
+`RCNNHead` is the head; `DetectionModel` puts it on a body as a one-head `MultiHeadModel`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 
 from backbones import Backbone
 from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
 
+from ..multihead import MultiHeadModel, migrate_keys
 from .roi_align import SparseMultiScaleRoIAlign
 
 
-class DetectionModel(nn.Module):
-    """torchvision's FasterRCNN whose feature-map names, widths and anchor levels come from `body.output_shape()`.
+class RCNNHead(nn.Module):
+    """torchvision's Faster R-CNN (RPN + RoI heads, and its transform) whose feature-map names, widths and anchor
+    levels come from `body.output_shape()`; `MultiHeadModel` runs the transform, the body, then this head.
 
     Args:
         body: backbone + neck. With several levels they must share one width (an FPN); a plain backbone
@@ -41,10 +46,13 @@ class DetectionModel(nn.Module):
         detector_kwargs: `min_size`, `max_size`, `rpn_*`, `box_*`, passed to torchvision's FasterRCNN with its
             defaults; a list `min_size` samples one per training batch (multi-scale training), the last one in eval.
 
-    forward(images: list of (3, H, W) in [0, 1], targets: list of {"boxes": (N, 4) xyxy, "labels": (N,)} | None)
+    forward(feats: {level: (B, C, h, w)}, images: the transform's ImageList, targets: list of {"boxes": (N, 4) xyxy,
+    "labels": (N,)[, "masks"]} (resized by the transform) | None, original_sizes: [(H, W)] of the input images)
     -> training: dict of losses; eval: list of {"boxes": (M, 4), "scores": (M,), "labels": (M,)} per image,
     in the input images' pixel coordinates.
     """
+
+    kind = "detection"
 
     def __init__(
         self,
@@ -111,31 +119,55 @@ class DetectionModel(nn.Module):
             detector_kwargs.update(
                 mask_roi_pool=poolers[roi_align](list(roi_levels), mask_roi_output_size, roi_sampling_ratio),
                 mask_head=MaskRCNNHeads(width, [mask_channels] * mask_layers, 1), mask_predictor=mask_predictor)
-        self.detector = detector_cls(
+        # torchvision builds (and initialises, in this order) the RPN and RoI heads; the body stays the model's
+        detector = detector_cls(
             body, rpn_anchor_generator=anchors, box_roi_pool=pooler, box_head=box_head, box_predictor=predictor,
             image_mean=list(mean), image_std=list(std), **detector_kwargs,
         )
+        self.transform, self.rpn, self.roi_heads = detector.transform, detector.rpn, detector.roi_heads
         self.num_classes = num_classes
 
     @property
     def masks(self) -> bool:
-        """Whether the model has Mask R-CNN's mask branch (the task module then logs mask metrics and draws masks)."""
-        return bool(self.detector.roi_heads.has_mask())
+        """Whether the head has Mask R-CNN's mask branch (the task module then logs mask metrics and draws masks)."""
+        return bool(self.roi_heads.has_mask())
 
-    @property
-    def body(self) -> Backbone:
-        """The backbone (+ neck), registered once (as `detector.backbone`) so state dicts keep one copy."""
-        return self.detector.backbone
+    def forward(self, feats: dict[str, Tensor], images: ImageList, targets: list[dict[str, Tensor]] | None,
+                original_sizes: list[tuple[int, int]]) -> Any:
+        """As torchvision's `GeneralizedRCNN.forward` after the backbone."""
+        proposals, proposal_losses = self.rpn(images, feats, targets)
+        detections, detector_losses = self.roi_heads(feats, proposals, images.image_sizes, targets)
+        if self.training:
+            return {**detector_losses, **proposal_losses}  # torchvision's order: the sum is the same float
+        return self.transform.postprocess(detections, images.image_sizes, original_sizes)
 
-    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None):
-        return self.detector(images, targets)
+
+def DetectionModel(body: Backbone, num_classes: int, *, mean: Sequence[float] = IMAGENET_MEAN,  # noqa: N802
+                   std: Sequence[float] = IMAGENET_STD, **options: Any) -> MultiHeadModel:
+    """The detector (`task=detection`, and with `masks=True` `task=instance_segmentation`): `body` and one `RCNNHead`
+    named "detection" (`options`: the head's). forward(images: list of (3, H, W) in [0, 1], targets | None) ->
+    {"detection": losses in training, detections in eval}."""
+    return MultiHeadModel(body, {"detection": RCNNHead(body, num_classes, mean=mean, std=std, **options)},
+                          mean=mean, std=std)
 
 
-def load_torchvision_detector(model: DetectionModel, state_dict: dict[str, Tensor], strict: bool = True):
+def load_torchvision_detector(model: MultiHeadModel, state_dict: dict[str, Tensor], strict: bool = True):
     """Load a state dict of torchvision's `fasterrcnn_resnet50_fpn` (or any torchvision FasterRCNN with the
     same backbone; `maskrcnn_resnet50_fpn` into a model with `masks=True`) into a Cerberus `DetectionModel` built
     with `backbone=resnet50 neck=fpn`.
 
-    torchvision's keys (`backbone.body.*`, `backbone.fpn.*`, `rpn.*`, `roi_heads.*`) live under `detector.` here.
+    torchvision's `backbone.body.*`, `backbone.fpn.*` are the body's `body.*`, `fpn.*`; `rpn.*`, `roi_heads.*` the
+    detection head's.
     """
-    return model.load_state_dict({f"detector.{key}": value for key, value in state_dict.items()}, strict=strict)
+    return model.load_state_dict(migrate_keys({f"detector.{key}": value for key, value in state_dict.items()}),
+                                 strict=strict)
+
+
+def torchvision_state_dict(model: MultiHeadModel) -> dict[str, Tensor]:
+    """The inverse of `load_torchvision_detector`: the detector's state dict under torchvision's key names."""
+    renames = {"body.": "backbone.", "heads.detection.": ""}
+    out = {}
+    for key, value in model.state_dict().items():
+        old = next(p for p in renames if key.startswith(p))
+        out[renames[old] + key[len(old):]] = value
+    return out

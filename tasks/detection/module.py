@@ -1,20 +1,18 @@
-"""LightningModule for Faster R-CNN detection and Mask R-CNN instance segmentation: torchvision's losses, COCO
-metrics per split (boxes, and masks), drawn predictions."""
+"""Faster R-CNN detection's and Mask R-CNN instance segmentation's part of the task module: torchvision's losses,
+COCO metrics per split (boxes, and masks), drawn predictions."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 
-from ..base import TaskModule
-from ..drawing import publish_validation_grid
+from ..module import HeadsTask
+from ..parts import HeadPart
 from .evaluation import SEGM_PREFIX, CocoMetrics
 from .visualize import detection_grid
-
-Batch = tuple[tuple[Tensor, ...], tuple[dict[str, Any], ...]]
-
 
 PER_OBJECT = ("boxes", "labels", "masks", "iscrowd", "area")  # target entries with one row per object
 
@@ -33,72 +31,85 @@ def _to_cpu(target: dict[str, Any]) -> dict[str, Any]:
     return {k: v.cpu() if isinstance(v, Tensor) else v for k, v in target.items()}
 
 
-class DetectionTask(TaskModule):
-    """Batches are `(images: tuple of (3, H, W) in [0, 1], targets: tuple of dicts)` (see data/detection.py).
+class DetectionPart(HeadPart):
+    """Targets are a tuple of per-image dicts {"boxes": (N, 4) xyxy, "labels": (N,) 1..K, "iscrowd", ["masks"]};
+    outputs torchvision's losses in training, per-image detections in eval.
 
-    Logs `train/loss` and each torchvision loss term, `{val,test}/{AP,AP50,AP75,APs,APm,APl,AR100}`, and
-    saves the first `vis_images` validation images with predicted (coloured, with class and score) and
-    ground-truth (green) boxes to `<run dir>/val_predictions/epochNNN.png` each validation, also sent to W&B.
-    A model with a mask branch (`DetectionModel(masks=True)`: Mask R-CNN, task=instance_segmentation) also logs
-    the mask metrics as `{val,test}/segm/AP`, ... and draws the predicted masks.
+    Logs each torchvision loss term in training, `{val,test}/<prefix>{AP,AP50,AP75,APs,APm,APl,AR100}`, and with a
+    mask branch (Mask R-CNN) the mask metrics as `{val,test}/<prefix>segm/AP`, ...; draws predicted (coloured, with
+    class and score, and masks) and ground-truth (green) boxes.
     """
 
-    def __init__(self, model: torch.nn.Module, *args: Any, vis_images: int = 4, vis_score_threshold: float = 0.3,
-                 **kwargs: Any) -> None:
-        super().__init__(model, *args, **kwargs)
-        self.masks = bool(getattr(model, "masks", False))
-        self.val_metrics = CocoMetrics(masks=self.masks)
-        self.test_metrics = CocoMetrics(masks=self.masks)
-        self.vis_images = vis_images
+    eval_loss = False  # torchvision's R-CNNs give losses in training only
+    epoch_train_loss = False
+
+    def __init__(self, name: str, num_classes: int, class_names: list[str] | None = None, prefix: str = "", *,
+                 masks: bool = False, vis_score_threshold: float = 0.3) -> None:
+        super().__init__(name, num_classes, class_names, prefix)
+        self.masks = masks
+        self.set_metrics({s: CocoMetrics(masks=masks) for s in ("val", "test")})
         self.vis_score_threshold = vis_score_threshold
-        self._vis_batch: tuple | None = None
 
-    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
-        return self.model(list(images))
+    def joint_targets(self, targets: Any) -> tuple[tuple[dict[str, Any], ...], list[bool]]:
+        """(the per-image dicts, per image whether it is labelled for this head: boxes, and masks with a mask
+        branch)."""
+        has = [bool(t["has"].get(self.name, True)) and (not self.masks or "masks" in t) for t in targets]
+        return tuple(targets), has
 
-    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        images, targets = batch
-        losses = self.model(list(images), [without_crowd(t) for t in targets])
-        loss = sum(losses.values())
-        n = len(images)
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=n)
-        return {"loss": loss, **losses}  # the terms, for the divergence guard's message
+    def labelled(self, targets: Any) -> int:
+        return sum(targets[1]) if self.joint else len(targets)
 
-    def _evaluate(self, batch: Batch, metrics: CocoMetrics) -> list[dict[str, Tensor]]:
-        images, targets = batch
-        preds = self.model(list(images))
-        metrics.update(preds, targets)
-        return preds
+    def model_targets(self, targets: Any, training: bool) -> Any:
+        """Training targets without crowd objects; in a joint run None for an image without this head's label
+        (the model leaves it out of the R-CNN losses)."""
+        if not training:
+            return None
+        if not self.joint:
+            return [without_crowd(t) for t in targets]
+        return [without_crowd(t) if h else None for t, h in zip(*targets)]
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        preds = self._evaluate(batch, self.val_metrics)
-        if batch_idx == 0 and self.vis_images and not self.trainer.sanity_checking:
-            images, targets = batch
-            n = self.vis_images
-            self._vis_batch = ([i.cpu() for i in images[:n]],
-                               [{k: v.cpu() for k, v in p.items()} for p in preds[:n]],
-                               [_to_cpu(t) for t in targets[:n]])
+    def loss(self, outputs: dict[str, Tensor], targets: Any) -> dict[str, Tensor]:
+        return {"loss": sum(outputs.values()), **outputs}
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics)
-
-    def predict_step(self, batch: Batch | tuple[Tensor, ...], batch_idx: int) -> list[dict[str, Tensor]]:
-        """Batches of `(images, targets)` or of images alone -> per-image {"boxes", "scores", "labels"} (and
-        "masks" (M, 1, H, W) probabilities with a mask branch)."""
-        images = batch[0] if isinstance(batch[0], (tuple, list)) else batch
-        return self.model(list(images))
-
-    def on_validation_epoch_end(self) -> None:
-        self.log_metrics(self.val_metrics, "val/", prog_bar=("val/AP", f"val/{SEGM_PREFIX}AP"))
-        self._save_predictions()
-
-    def on_test_epoch_end(self) -> None:
-        self.log_metrics(self.test_metrics, "test/")
-
-    def _save_predictions(self) -> None:
-        if self._vis_batch is None:
+    def update(self, split: str, outputs: Any, targets: Any) -> None:
+        metrics = self.split_metrics(split)
+        if metrics is None:  # none in training: the outputs are losses then
             return
-        grid = detection_grid(*self._vis_batch, self.class_names, score_threshold=self.vis_score_threshold)
-        self._vis_batch = None
-        publish_validation_grid(self, grid, "predictions (colour) and ground truth (green)")
+        if self.joint:
+            kept = [(p, t) for p, t, h in zip(outputs, *targets) if h]
+            if kept:
+                metrics.update([p for p, _ in kept], [t for _, t in kept])
+            return
+        metrics.update(outputs, targets)
+
+    def log_split(self, module: L.LightningModule, split: str) -> dict[str, Tensor]:
+        if self.split_metrics(split) is None:
+            return {}
+        prefix = f"{split}/{self.prefix}"
+        bar = (f"{prefix}AP", f"{prefix}{SEGM_PREFIX}AP")
+        return module.log_metrics(self.split_metrics(split), prefix, prog_bar=bar)
+
+    def keep(self, images: Any, outputs: Any, targets: Any, n: int) -> None:
+        targets = targets[0] if self.joint else targets
+        self._vis = ([i.cpu() for i in images[:n]], [{k: v.cpu() for k, v in p.items()} for p in outputs[:n]],
+                     [_to_cpu(t) for t in targets[:n]])
+
+    def draw(self) -> tuple[Tensor, str] | None:
+        if self._vis is None:
+            return None
+        grid = detection_grid(*self._vis, self.class_names, score_threshold=self.vis_score_threshold)
+        self._vis = None
+        return grid, "predictions (colour) and ground truth (green)"
+
+
+def DetectionTask(model: torch.nn.Module, *args: Any, vis_images: int = 4,  # noqa: N802 - the config's target
+                  vis_score_threshold: float = 0.3, class_names: list[str] | None = None, **kwargs: Any) -> HeadsTask:
+    """The detection / instance segmentation task module: batches `(images: tuple of (3, H, W) in [0, 1], targets:
+    tuple of dicts)` (see data/detection.py); logs `train/loss` and each torchvision loss term, the COCO metrics
+    `{val,test}/AP`, ... (and `{val,test}/segm/AP`, ... with a mask branch); draws the first `vis_images` validation
+    images to `<run dir>/val_predictions/epochNNN.png` each validation (also sent to W&B)."""
+    head = model.head
+    part = DetectionPart("detection", head.num_classes, class_names, masks=head.masks,
+                         vis_score_threshold=vis_score_threshold)
+    return HeadsTask(model, *args, parts={"detection": part}, vis_images=vis_images, class_names=class_names,
+                     **kwargs)

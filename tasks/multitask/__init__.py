@@ -1,3 +1,5 @@
+from .model import HEAD_NAMES, MultiTaskModel, build_head
+from .module import MultiTaskTask, joint_parts
 from .weighting import (
     WEIGHTING_METHODS,
     DynamicWeightAverage,
@@ -8,10 +10,15 @@ from .weighting import (
 )
 
 __all__ = [
+    "HEAD_NAMES",
     "WEIGHTING_METHODS",
     "DynamicWeightAverage",
     "EqualWeighting",
     "LossWeighting",
+    "MultiTaskModel",
+    "MultiTaskTask",
     "UncertaintyWeighting",
+    "build_head",
     "build_weighting",
+    "joint_parts",
 ]

@@ -1,4 +1,5 @@
-from .model import SegmentationModel, SemanticFPNModel, UnetModel
-from .module import SegmentationTask
+from .model import FPNSemanticHead, SegmentationModel, SemanticFPNModel, UnetHead, UnetModel, segmentation_head
+from .module import SegmentationPart, SegmentationTask
 
-__all__ = ["SegmentationModel", "SegmentationTask", "SemanticFPNModel", "UnetModel"]
+__all__ = ["FPNSemanticHead", "SegmentationModel", "SegmentationPart", "SegmentationTask", "SemanticFPNModel",
+           "UnetHead", "UnetModel", "segmentation_head"]

@@ -1,5 +1,5 @@
-"""LightningModule for semantic segmentation: CE (+ Dice) with an ignore label, mIoU / accuracy / Dice per split,
-a per-class IoU table after testing, and drawn predictions each validation."""
+"""Semantic segmentation's part of the task module: CE (+ Dice) with an ignore label, mIoU / accuracy / Dice per
+split, a per-class IoU table after testing, and drawn predictions each validation."""
 
 from __future__ import annotations
 
@@ -7,113 +7,119 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import lightning as L
 import torch
 from rich.table import Table
 from torch import Tensor
 
-from ..base import TaskModule
-from ..drawing import publish_validation_grid
-from ..progress import PER_CLASS_MARK
+from ..module import HeadsTask
+from ..parts import SPLITS, HeadPart, tie_to
 from .loss import SegmentationLoss
 from .metrics import SegmentationMetrics, class_map
 from .visualize import segmentation_grid
 
-Batch = tuple[Tensor, Tensor]
 
+class SegmentationPart(HeadPart):
+    """Targets are masks (B, H, W) int64 holding labels 0..K-1 or `ignore_index`; outputs logits (B, K, H, W).
 
-class SegmentationTask(TaskModule):
-    """Batches are `(images (B, 3, H, W), masks (B, H, W) int64)`, masks holding labels 0..K-1 or `ignore_index`.
-
-    Logs `{train,val,test}/loss`, `/mIoU`, `/acc` (pixel accuracy), `/mDice`, and per class `{val,test}/IoU/<name>`;
-    saves the first `vis_images` validation images with true and predicted masks to
-    `<run dir>/val_predictions/epochNNN.png` each validation, also sent to W&B.
+    Logs `{split}/<prefix>mIoU`, `/acc` (pixel accuracy), `/mDice`, and per class `{val,test}/<prefix>IoU/<name>`.
 
     Args:
         loss: options of `SegmentationLoss` (class_weights, dice_weight, ce_weight, label_smoothing).
         ignore_index: the label of pixels that count in neither loss nor metrics.
-        vis_images: validation images drawn each epoch (0: none).
     """
 
-    def __init__(self, model: torch.nn.Module, *args: Any, loss: Mapping[str, Any] | None = None,
-                 ignore_index: int = 255, vis_images: int = 4, **kwargs: Any) -> None:
-        super().__init__(model, *args, **kwargs)
-        num_classes = model.num_classes
+    def __init__(self, name: str, num_classes: int, class_names: list[str] | None = None, prefix: str = "", *,
+                 loss: Mapping[str, Any] | None = None, ignore_index: int = 255) -> None:
+        super().__init__(name, num_classes, class_names, prefix)
         self.criterion = SegmentationLoss(num_classes, ignore_index=ignore_index, **dict(loss or {}))
         self.ignore_index = ignore_index
-        # one confusion matrix per split, so val never mixes into train's running state
-        self.train_metrics = SegmentationMetrics(num_classes, ignore_index)
-        self.val_metrics = SegmentationMetrics(num_classes, ignore_index)
-        self.test_metrics = SegmentationMetrics(num_classes, ignore_index)
-        self.vis_images = vis_images
-        self._vis_batch: tuple[Tensor, Tensor, Tensor] | None = None
+        self.set_metrics({s: SegmentationMetrics(num_classes, ignore_index) for s in SPLITS})
         self.per_class: dict[str, list[float]] = {}  # filled by the test epoch, shown by `report_tables`
 
-    def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) -> logits (B, K, H, W)."""
-        return self.model(images)
+    def joint_targets(self, targets: Any) -> tuple[list[Tensor | None], list[bool]]:
+        """(per image its (H, W) class mask or None, per image whether it is labelled) from the per-image dicts."""
+        has = [bool(t["has"].get(self.name, True)) and "semantic" in t for t in targets]
+        return [t["semantic"] if h else None for t, h in zip(targets, has)], has
 
-    def _step(self, batch: Batch, split: str) -> tuple[dict[str, Tensor], Tensor]:
-        images, masks = batch
-        logits = self.model(images)
-        terms = self.criterion(logits, masks)
-        getattr(self, f"{split}_metrics").update(logits.detach(), masks)
-        on_step = split == "train"
-        self.log(f"{split}/loss", terms["loss"], on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=len(images), sync_dist=True)  # the epoch mean over every rank's batches
-        if on_step and len(terms) > 2:  # the separate terms when Dice is on
-            self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"}, batch_size=len(images))
-        return terms, logits
+    def labelled(self, targets: Any) -> int:
+        return sum(targets[1]) if self.joint else len(targets)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        return self._step(batch, "train")[0]  # {"loss": total, <term>: ...}: the divergence guard names the terms
+    def _labelled_pairs(self, outputs: list[Tensor], targets: Any) -> list[tuple[Tensor, Tensor]]:
+        """(1, K, H, W) logits and (1, H, W) mask of each labelled image of a joint batch."""
+        masks, has = targets
+        return [(o[None], m[None].to(o.device)) for o, m, h in zip(outputs, masks, has) if h]
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        _, logits = self._step(batch, "val")
-        if batch_idx == 0 and self.vis_images and not self.trainer.sanity_checking:
-            n = self.vis_images
-            self._vis_batch = (batch[0][:n].cpu(), class_map(logits[:n]).cpu(), batch[1][:n].cpu())
+    def loss(self, outputs: Tensor | list[Tensor], targets: Any) -> dict[str, Tensor]:
+        if not self.joint:
+            return self.criterion(outputs, targets)
+        pairs = self._labelled_pairs(outputs, targets)
+        if not pairs:
+            return {"loss": tie_to(outputs)}
+        if len({p[1].shape for p in pairs}) == 1:  # one size: one batch, as a single-task run
+            return self.criterion(torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs]))
+        terms = [self.criterion(*p) for p in pairs]  # images of several sizes: the mean of their losses
+        return {k: torch.stack([t[k] for t in terms]).mean() for k in terms[0]}
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._step(batch, "test")
+    def update(self, split: str, outputs: Tensor | list[Tensor], targets: Any) -> None:
+        if not self.joint:
+            self.split_metrics(split).update(outputs.detach(), targets)
+            return
+        for logits, mask in self._labelled_pairs(outputs, targets):
+            self.split_metrics(split).update(logits.detach(), mask)
 
-    def predict_step(self, batch: Batch | Tensor, batch_idx: int) -> Tensor:
-        """Batches of `(images, masks)` or of images -> class probabilities (B, K, H, W)."""
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self.model(images).softmax(dim=1)
+    def predict(self, outputs: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
+        """(B, K, H, W) probabilities; a joint run's list of per-image (K, H_i, W_i) logits -> a list of those."""
+        return [o.softmax(dim=0) for o in outputs] if isinstance(outputs, list) else outputs.softmax(dim=1)
 
-    def _log_split(self, split: str, per_class: bool) -> dict[str, Tensor]:
-        metrics: SegmentationMetrics = getattr(self, f"{split}_metrics")
-        scores = metrics.compute()  # synced across DDP processes
-        metrics.reset()
-        for name in ("mIoU", "acc", "mDice"):
-            self.log(f"{split}/{name}", scores[name].float(), prog_bar=split == "val" and name == "mIoU",
-                     sync_dist=True)  # equal on every rank: compute() synced the states
-        if per_class:
+    def log_split(self, module: L.LightningModule, split: str) -> dict[str, Tensor]:
+        scores = self.split_metrics(split).compute()  # synced across DDP processes
+        self.split_metrics(split).reset()
+        logged = {f"{split}/{self.prefix}{name}": scores[name].float() for name in ("mIoU", "acc", "mDice")}
+        for name, value in logged.items():
+            module.log(name, value, prog_bar=split == "val" and name.endswith("mIoU"), sync_dist=True)  # equal on ranks
+        if split != "train":
             for name, value in zip(self.class_names, scores["iou"].tolist()):
-                self.log(f"{split}{PER_CLASS_MARK}{name}", value, sync_dist=True)
-        return scores
+                module.log(f"{split}/{self.prefix}IoU/{name}", value, sync_dist=True)
+        if split == "test":
+            self.per_class = {k: scores[k].tolist() for k in ("iou", "dice", "support")}
+        return logged
 
-    def on_train_epoch_end(self) -> None:
-        self._log_split("train", per_class=False)
+    def keep(self, images: Tensor | tuple[Tensor, ...], outputs: Tensor | list[Tensor], targets: Any, n: int) -> None:
+        if self.joint:  # per-image tensors: drawn when the first n share one size
+            masks, has = targets
+            if not all(has[:n]) or len({tuple(i.shape) for i in images[:n]}) != 1:
+                return
+            images, outputs, targets = torch.stack(list(images[:n])), torch.stack(outputs[:n]), torch.stack(masks[:n])
+        self._vis = (images[:n].cpu(), class_map(outputs[:n]).cpu(), targets[:n].cpu(), n)
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_split("val", per_class=True)
-        if self._vis_batch is not None:
-            grid = segmentation_grid(*self._vis_batch, self.class_names, max_images=self.vis_images)
-            self._vis_batch = None
-            publish_validation_grid(self, grid, "image | ground truth | prediction")
-
-    def on_test_epoch_end(self) -> None:
-        scores = self._log_split("test", per_class=True)
-        self.per_class = {k: scores[k].tolist() for k in ("iou", "dice", "support")}
+    def draw(self) -> tuple[Tensor, str] | None:
+        if self._vis is None:
+            return None
+        images, preds, targets, n = self._vis
+        self._vis = None
+        return segmentation_grid(images, preds, targets, self.class_names, max_images=n), \
+            "image | ground truth | prediction"
 
     def report_tables(self) -> list[Table]:
         if not self.per_class:
             return []
-        table = Table(title="Test IoU per class")
+        table = Table(title="Test IoU per class" + (f" ({self.name})" if self.prefix else ""))
         for column in ("class", "IoU", "Dice", "pixels"):
             table.add_column(column, justify="left" if column == "class" else "right")
         for name, iou, dice, support in zip(self.class_names, *self.per_class.values()):
             fmt = (lambda v: "-" if math.isnan(v) else f"{v:.4f}")  # noqa: E731
             table.add_row(name, fmt(iou), fmt(dice), f"{int(support):,}")
         return [table]
+
+
+def SegmentationTask(model: torch.nn.Module, *args: Any, loss: Mapping[str, Any] | None = None,  # noqa: N802
+                     ignore_index: int = 255, vis_images: int = 4, class_names: list[str] | None = None,
+                     **kwargs: Any) -> HeadsTask:
+    """The segmentation task module (`task=segmentation`): batches `(images (B, 3, H, W), masks (B, H, W) int64)`;
+    logs `{train,val,test}/loss`, `/mIoU`, `/acc`, `/mDice`, per class `{val,test}/IoU/<name>`; draws the first
+    `vis_images` validation images with true and predicted masks to `<run dir>/val_predictions/epochNNN.png` each
+    validation (also sent to W&B)."""
+    part = SegmentationPart("segmentation", model.head.num_classes, class_names, loss=loss, ignore_index=ignore_index)
+    return HeadsTask(model, *args, parts={"segmentation": part}, vis_images=vis_images, class_names=class_names,
+                     **kwargs)
