@@ -5,6 +5,8 @@ detection (`data/detection.py`): the model resizes them itself, like torchvision
 
 from __future__ import annotations
 
+import logging
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from .errors import RAISE, Problems
 from .masks import check_classes
 from .splits import SplitDataModule
 
+log = logging.getLogger(__name__)
 HEADS = ("detection", "instance_segmentation", "segmentation", "classification")
 
 
@@ -64,13 +67,14 @@ class MultiTaskCocoDataset(CocoDetectionDataset):
     """
 
     def __init__(self, index: CocoIndex, transform: Callable | None = None, has_masks: bool = True,
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int = 255, hidden: Mapping[str, frozenset[int]] | None = None) -> None:
         super().__init__(index, transform, masks=has_masks)
         self.ignore_index = ignore_index
         # a COCO json labels every image for boxes and classes (no objects: a labelled negative); pixels only when
         # its annotations carry segmentations
         self.has = {"detection": True, "instance_segmentation": has_masks, "segmentation": has_masks,
                     "classification": True}
+        self.hidden = {head: frozenset(items) for head, items in (hidden or {}).items()}  # head -> item indices
 
     def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Any]]:
         image, target = super().__getitem__(i)
@@ -80,7 +84,7 @@ class MultiTaskCocoDataset(CocoDetectionDataset):
             target["semantic"] = semantic_from_instances(target["masks"], target["labels"], target["iscrowd"],
                                                          self.ignore_index)
         target["classes"] = multilabel_target(target["labels"], target["iscrowd"], len(self.index.category_ids))
-        target["has"] = dict(self.has)  # a copy per item: a consumer may edit one target's flags
+        target["has"] = {head: flag and i not in self.hidden.get(head, ()) for head, flag in self.has.items()}
         return image, target
 
 
@@ -101,6 +105,10 @@ class MultiTaskCocoDataModule(SplitDataModule):
         masks: every annotation has a `segmentation` (polygons or RLE): targets carry instance masks and the
             class mask, and the segmentation heads are labelled. False for a boxes-only json (not required then).
         ignore_index: class-mask value of crowd regions; must be above the number of categories.
+        hide_labels: head -> fraction of the training images whose label for that head is hidden (`has` false), to
+            train with partial labels from one fully labelled json (e.g. {segmentation: 0.75}: masks for a quarter
+            of the images). The same images every epoch and on every DDP process (seeded by `hide_seed` and the
+            head's name); evaluation sees every label.
     """
 
     collate_fn = collate
@@ -108,7 +116,7 @@ class MultiTaskCocoDataModule(SplitDataModule):
     def __init__(self, root: str | None = None, *, batch_size: int = 4, num_workers: int | None = None,
                  augment: Mapping[str, Any] | None = None, pin_memory: bool | None = None,
                  model_min_size: int | Sequence[int] | None = None, masks: bool = True, ignore_index: int = 255,
-                 **source: Any) -> None:
+                 hide_labels: Mapping[str, float] | None = None, hide_seed: int = 0, **source: Any) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         # masks=False builds a CocoSource that neither keeps nor requires segmentations
         self.detection = CocoDetectionDataModule(root, batch_size=batch_size, num_workers=num_workers,
@@ -116,6 +124,13 @@ class MultiTaskCocoDataModule(SplitDataModule):
                                                  model_min_size=model_min_size, masks=masks, **source)
         self.masks = masks
         self.ignore_index = ignore_index
+        self.hide_labels = {k: float(v) for k, v in (hide_labels or {}).items() if v}
+        unknown = sorted(set(self.hide_labels) - set(HEADS))
+        bad = {k: v for k, v in self.hide_labels.items() if not 0.0 <= v <= 1.0}
+        if unknown or bad:
+            raise ValueError(f"data.hide_labels takes heads {', '.join(HEADS)} with fractions in [0, 1], got "
+                             f"{dict(self.hide_labels)}")
+        self.hide_seed = hide_seed
 
     @property
     def source(self) -> CocoSource:
@@ -153,4 +168,18 @@ class MultiTaskCocoDataModule(SplitDataModule):
     def dataset(self, split: str, train: bool) -> MultiTaskCocoDataset:
         # detection's own dataset gives the split's index and transform, so the two never drift apart
         base = self.detection.dataset(split, train)
-        return MultiTaskCocoDataset(base.index, base.transform, base.masks, self.ignore_index)
+        hidden = hidden_items(len(base), self.hide_labels, self.hide_seed) if split == "train" else None
+        for head, items in (hidden or {}).items():
+            log.info("partial labels: %s labels hidden on %d of %d training images (data.hide_labels.%s=%g)",
+                     head, len(items), len(base), head, self.hide_labels[head])
+        return MultiTaskCocoDataset(base.index, base.transform, base.masks, self.ignore_index, hidden)
+
+
+def hidden_items(n: int, fractions: Mapping[str, float], seed: int = 0) -> dict[str, frozenset[int]]:
+    """head -> the round(fraction * n) item indices whose label is hidden: a seeded permutation per head (its name
+    in the seed), so heads hide different images and every process and epoch hides the same ones."""
+    out = {}
+    for head, fraction in fractions.items():
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(head.encode()))
+        out[head] = frozenset(torch.randperm(n, generator=generator)[: round(fraction * n)].tolist())
+    return out

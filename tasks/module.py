@@ -52,8 +52,10 @@ class HeadsTask(TaskModule):
         missing = set(model.heads) ^ set(parts)
         if missing:
             raise ValueError(f"one part per head: the model's heads are {list(model.heads)}, the parts {list(parts)}")
-        if len(parts) > 1 and weighting is None:
-            raise ValueError("a model with several heads needs a loss weighting (tasks.multitask.build_weighting)")
+        joint = [name for name, part in parts.items() if part.joint]
+        if (len(parts) > 1 or joint) and (weighting is None or len(joint) != len(parts)):
+            raise ValueError("a joint module needs joint parts (a prefix each) and a loss weighting "
+                             "(tasks.multitask.MultiTaskTask builds both)")
         unknown = set(head_lr_mult or {}) - set(parts)
         if unknown:
             raise ValueError(f"head_lr_mult names {sorted(unknown)}, which are not heads of the model {list(parts)}")
@@ -67,14 +69,14 @@ class HeadsTask(TaskModule):
 
     @property
     def single(self) -> bool:
-        return len(self.parts) == 1
+        """A single-task module: one head, the task's own batches, names without the head's."""
+        return not any(part.joint for part in self.parts.values())
 
     def split_batch(self, batch: Any) -> tuple[Any, dict[str, Any]]:
         """(images, {head name: that head's targets})."""
         images, targets = batch[0], batch[1]
-        if self.single:
-            return images, {next(iter(self.parts)): targets}
-        return images, {name: part.joint_targets(targets) for name, part in self.parts.items()}
+        return images, {name: part.joint_targets(targets) if part.joint else targets
+                        for name, part in self.parts.items()}
 
     def _model_targets(self, targets: dict[str, Any]) -> Any:
         """The R-CNN head's targets (the only head whose forward takes them), else None."""
