@@ -4,6 +4,7 @@ same torchvision models, same in-memory data and batch size, in one process.
     uv run python benchmark.py                                  # classification: resnet18, 64 px, batch 32
     uv run python benchmark.py --task detection                 # Faster R-CNN: resnet50 + FPN, 128 px, batch 4
     uv run python benchmark.py --task segmentation              # U-Net: resnet34, 128 px, batch 8
+    uv run python benchmark.py --multitask                      # joint model vs one single-head model per head
 
 classification: Cerberus' training against a hand-written loop over the same torchvision ResNet.
 detection: Cerberus' training and inference against torchvision's own `fasterrcnn_resnet50_fpn` construction
@@ -544,8 +545,21 @@ def main() -> None:
     parser.add_argument("--check-tasks", nargs="+", choices=TASKS, default=list(TASKS), help="--device-check: tasks")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS),
                         help="--device-check: variants")
+    parser.add_argument("--multitask", action="store_true",
+                        help="the joint model against single-head models on the same data and epochs: Δ_MTL, time")
+    parser.add_argument("--heads", nargs="+", default=["detection", "segmentation", "classification"],
+                        help="--multitask: the heads")
+    parser.add_argument("--weightings", nargs="+", default=["equal", "uncertainty"], help="--multitask: methods")
+    parser.add_argument("--seed", type=int, default=42, help="--multitask: every run's seed")
+    parser.add_argument("--keep", default=None, help="--multitask: folder for the runs (default: a temporary one)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.multitask:
+        from tasks.multitask.benchmark import main_multitask
+
+        print(main_multitask(args.heads, args.weightings, args.seed, args.override, repeats=args.repeats,
+                             keep=args.keep))
+        return
     if args.device_check:
         device_check(args)
         return

@@ -21,7 +21,9 @@ from torch import Tensor, nn
 from torchvision.models.detection.image_list import ImageList
 
 from backbones import Backbone
+from backbones.base import registry_backbone
 from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
+from data.preprocessing import pad_to_batch
 
 from .normalize import Normalize
 
@@ -63,11 +65,11 @@ class MultiHeadModel(nn.Module):
         mean, std: the input normalisation (the preprocessing record's) when no head brings its own transform.
 
     forward(images, targets=None) -> {head name: output}:
-        images: (B, 3, H, W) in [0, 1], or a list of (3, H_i, W_i) (needed with an R-CNN head, whose transform
-            batches them).
+        images: (B, 3, H, W) in [0, 1], or a list of (3, H_i, W_i): an R-CNN head's transform resizes and batches
+            them, else they are padded to one batch.
         targets: the R-CNN head's list of {"boxes", "labels"[, "masks"]} per image, in training.
-        outputs: classification logits (B, K); segmentation logits (B, K, H, W) at the input's size (a list of
-            (K, H_i, W_i) at each image's size behind an R-CNN transform); detection, in training its dict of
+        outputs: classification logits (B, K); segmentation logits (B, K, H, W) at the input's size (for a list
+            of images, a list of (K, H_i, W_i) at each image's size); detection, in training its dict of
             losses, in eval a list of {"boxes", "scores", "labels"[, "masks"]} per image in its own pixels.
     """
 
@@ -95,10 +97,18 @@ class MultiHeadModel(nn.Module):
     def forward(self, images: Tensor | Sequence[Tensor], targets: Sequence[dict[str, Tensor]] | None = None,
                 ) -> dict[str, Any]:
         if self.rcnn_name is None:
-            x = images if isinstance(images, Tensor) else self._stack(images)
-            x = self.normalize(x)
+            if isinstance(images, Tensor):
+                x = self.normalize(images)
+                feats = self.body(x)
+                return {name: head(feats, x) for name, head in self.heads.items()}
+            # a list (a joint run's batch): padded with the mean colour (0 once normalised) to one tensor whose
+            # sides the body divides; segmentation logits are cropped back to each image
+            sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
+            mean = self.normalize.mean.flatten().tolist()
+            x = self.normalize(pad_to_batch(list(images), registry_backbone(self.body).size_divisibility, mean))
             feats = self.body(x)
-            return {name: head(feats, x) for name, head in self.heads.items()}
+            return {name: _per_image(head(feats, x), sizes, sizes) if head.kind == "segmentation" else head(feats, x)
+                    for name, head in self.heads.items()}
         rcnn = self.heads[self.rcnn_name]
         original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
         labelled = None
@@ -119,13 +129,6 @@ class MultiHeadModel(nn.Module):
             else:
                 out[name] = head(feats, x)
         return out
-
-    @staticmethod
-    def _stack(images: Sequence[Tensor]) -> Tensor:
-        sizes = {tuple(i.shape[-2:]) for i in images}
-        if len(sizes) > 1:
-            raise ValueError(f"images of several sizes {sorted(sizes)} need to be one batch tensor (pad them first)")
-        return torch.stack(list(images))
 
 
 def _no_objects(image: Tensor) -> dict[str, Tensor]:

@@ -7,6 +7,7 @@
     classification.py  top-k labels -> predictions.csv / .json + a table
     detection.py       COCO results json + image ids + drawn boxes
     segmentation.py    class-index mask PNGs + overlays
+    multitask.py       a joint checkpoint: each head's files as above + one drawn picture with everything
     run.py             predict(cfg): the loop with a progress bar
     evaluation.py      checks for `train.py train=false ckpt_path=...`
 

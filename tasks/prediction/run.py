@@ -20,13 +20,14 @@ from .base import PredictOptions, Predictor
 from .classification import ClassificationPredictor
 from .detection import DetectionPredictor
 from .inputs import Failure, ImageDataset, ImageFiles, list_images, split_failures
+from .multitask import MultitaskPredictor
 from .segmentation import SegmentationPredictor
 
 log = logging.getLogger(__name__)
 
 PREDICTORS: dict[str, type[Predictor]] = {"classification": ClassificationPredictor,
                                           "detection": DetectionPredictor, "segmentation": SegmentationPredictor,
-                                          "instance_segmentation": DetectionPredictor}
+                                          "instance_segmentation": DetectionPredictor, "multitask": MultitaskPredictor}
 
 
 def resolve_device(name: str) -> torch.device:

@@ -90,7 +90,8 @@ class SegmentationPart(HeadPart):
             masks, has = targets
             if not all(has[:n]) or len({tuple(i.shape) for i in images[:n]}) != 1:
                 return
-            images, outputs, targets = torch.stack(list(images[:n])), torch.stack(outputs[:n]), torch.stack(masks[:n])
+            images, outputs = torch.stack(list(images[:n])), torch.stack(list(outputs[:n]))
+            targets = torch.stack(masks[:n])
         self._vis = (images[:n].cpu(), class_map(outputs[:n]).cpu(), targets[:n].cpu(), n)
 
     def draw(self) -> tuple[Tensor, str] | None:
