@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import ROOT
 
@@ -69,3 +70,34 @@ def test_device_check_prints_one_table(tmp_path):
     tasks = ("classification", "detection", "segmentation")
     assert passes == {(t, p) for t in tasks for p in ("training", "inference")}
     assert any(r.startswith("| ddp | 1 device") and "| ok |" in r for r in rows), rows
+
+
+def test_delta_mtl_and_the_table_by_hand(tmp_path):
+    """Δ_MTL is the mean relative change of each head's metric against its single-head model; the time ratios are
+    the joint run's over the sum of the single runs'."""
+    from tasks.multitask.benchmark import Run, delta_mtl, report
+
+    assert delta_mtl({"a": 0.55, "b": 0.45}, {"a": 0.5, "b": 0.5}) == pytest.approx(0.0)
+    assert delta_mtl({"a": 0.6, "b": 0.5}, {"a": 0.5, "b": 0.5}) == pytest.approx(10.0)
+    singles = {h: Run(h, [h], "equal", tmp_path, {h: 0.5}, epoch_seconds=10.0, infer_seconds=0.02) for h in "ab"}
+    joint = Run("joint", ["a", "b"], "equal", tmp_path, {"a": 0.6, "b": 0.49}, epoch_seconds=12.0, infer_seconds=0.01)
+    row = report(singles, [joint]).splitlines()[-1].split("|")
+    assert [c.strip() for c in row[1:9]] == ["joint (equal)", "0.600", "0.490", "+9.00", "1.0", "12.0", "0.60",
+                                             "10.0"]
+    assert row[9].strip() == "0.25"
+
+
+def test_multitask_benchmark_trains_each_head_alone_and_together(tmp_path):
+    """Two heads without an R-CNN (the fastest runs): one single-head run each, one joint run, one table."""
+    proc = run_benchmark("--multitask", "--heads", "segmentation", "classification", "--weightings", "equal",
+                         "--repeats", "1", "--keep", str(tmp_path / "runs"), "--override",
+                         "data.synthetic.train_images=8", "data.synthetic.val_images=2", "data.synthetic.test_images=2",
+                         "data.synthetic.image_size=64", "trainer.max_epochs=1", "data.num_workers=0",
+                         tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| model | segmentation/mIoU | classification/mAP | Δ_MTL %")
+    joint = next(r for r in rows if r.startswith("| joint (equal)")).split("|")
+    assert all(float(c) == float(c) for c in (joint[2], joint[3], joint[4], joint[7], joint[9]))  # numbers, not NaN
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "joint-equal", "single-classification", "single-segmentation"]

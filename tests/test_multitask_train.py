@@ -124,7 +124,8 @@ def _last(rows, key):
 
 
 def test_three_heads_end_to_end(tmp_path):
-    proc = run_train(*TINY, "hydra.run.dir=run", cwd=tmp_path)
+    proc = run_train(*TINY, "trainer.max_epochs=2", "task.module.weighting.method=dwa", "hydra.run.dir=run",
+                     cwd=tmp_path)
     assert_ok(proc)
     run_dir = tmp_path / "run"
     rows = _rows(run_dir)
@@ -156,8 +157,10 @@ def test_two_heads_uncertainty_weighting_and_partial_labels(tmp_path):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_with_partial_labels(tmp_path):
     """Two processes, batch 1 each, half the images without masks and a quarter without boxes: some steps give a
-    process no label at all for a head; no unused-parameter error, no NaN, one set of metrics."""
-    proc = run_train(*TINY, *CPU_DDP, "data.batch_size=1", "data.hide_labels.segmentation=0.5",
+    process no label at all for a head; no unused-parameter error, no NaN, one set of metrics; DWA's epoch means
+    reduced over both processes."""
+    proc = run_train(*TINY, *CPU_DDP, "data.batch_size=1", "task.module.weighting.method=dwa",
+                     "data.hide_labels.segmentation=0.5",
                      "data.hide_labels.detection=0.25", "hydra.run.dir=run", cwd=tmp_path)
     assert_ok(proc)
     out = proc.stdout + proc.stderr

@@ -136,7 +136,7 @@ def report(singles: dict[str, Run], joints: Sequence[Run]) -> str:
     heads = list(singles)
     sum_train = sum(r.epoch_seconds for r in singles.values())
     sum_infer = sum(r.infer_seconds for r in singles.values())
-    lines = ["| model | " + " | ".join(MAIN_METRIC[h] for h in heads)
+    lines = ["| model | " + " | ".join(MAIN_METRIC.get(h, h) for h in heads)
              + " | Δ_MTL % | largest drop (points) | train s/epoch | x sum of singles | ms/image | x sum of singles |",
              "|---|" + "---|" * (len(heads) + 6)]
     for head, run in singles.items():
