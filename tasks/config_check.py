@@ -71,6 +71,23 @@ def _check_task_data(cfg: DictConfig, choices: Mapping[str, str]) -> None:
                       f"or a data config with {needs.split(' (')[0]}")
 
 
+def _check_multitask(cfg: DictConfig) -> None:
+    """task.heads of a joint run, and the fractions of data.hide_labels."""
+    heads = _get(cfg, "task.heads") if _get(cfg, "task.name") == "multitask" else None
+    if heads is not None:
+        from tasks.multitask.model import HEAD_NAMES  # here only: it imports torch, which other runs check without
+
+        heads = list(heads) if OmegaConf.is_list(heads) else [heads]
+        unknown = [h for h in heads if h not in HEAD_NAMES]
+        if unknown or not heads or len(set(heads)) != len(heads):
+            raise ConfigError(f"task.heads={heads}: name each head once, among {', '.join(HEAD_NAMES)}, e.g. "
+                              "task.heads=[detection,segmentation,classification]")
+    for head, fraction in (_get(cfg, "data.hide_labels") or {}).items():
+        if not (_is_number(fraction) and 0 <= fraction <= 1):
+            raise ConfigError(f"data.hide_labels.{head}={fraction!r} must be a fraction of the training images in "
+                              f"[0, 1], e.g. data.hide_labels.{head}=0.5")
+
+
 def _check_input_stats(cfg: DictConfig) -> None:
     """backbone.mean / backbone.std: one value per input channel, of RGB in [0, 1] (not 0..255), std positive."""
     channels = _get(cfg, "backbone.in_chans") or 3
@@ -128,3 +145,4 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> N
                           "checkpoints/best-epochNNN.ckpt` (with the task and data options of that run)")
     _check_input_stats(cfg)
     _check_task_data(cfg, choices or {})
+    _check_multitask(cfg)

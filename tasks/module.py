@@ -64,7 +64,9 @@ class HeadsTask(TaskModule):
         self.head_lr_mult = {k: float(v) for k, v in (head_lr_mult or {}).items()}
         self.score = {k: float(v) for k, v in (score or {}).items()}
         self.vis_images = vis_images
-        self._epoch_losses: dict[str, list[float]] = {}  # head -> [sum, batches] of this training epoch (DWA)
+        # head -> (sum, batches) of this training epoch's losses, for DWA; tensors on the device, so the training
+        # step never waits for the device to read a value back
+        self._epoch_losses: dict[str, Tensor] = {}
         self._register_load_state_dict_pre_hook(_migrate_module_keys, with_module=True)
 
     @property
@@ -108,9 +110,8 @@ class HeadsTask(TaskModule):
             loss = loss + sum(ties) if ties else loss
             self.log_dict({f"train/{n}/weight": w for n, w in weights.items()}, batch_size=len(images))
             for name, value in losses.items():
-                total = self._epoch_losses.setdefault(name, [0.0, 0])
-                total[0] += float(value.detach())
-                total[1] += 1
+                step = torch.stack([value.detach().float(), value.new_ones((), dtype=torch.float32)])
+                self._epoch_losses[name] = self._epoch_losses.get(name, 0) + step
             epoch = True
         n = len(images)
         # the epoch mean over every rank's batches where it is logged per epoch
@@ -159,8 +160,8 @@ class HeadsTask(TaskModule):
     def _mean_epoch_losses(self) -> dict[str, float]:
         """Each head's mean loss over this epoch's batches that labelled it, over every DDP process."""
         names = list(self.parts)
-        sums = torch.tensor([self._epoch_losses.get(n, [0.0, 0]) for n in names], dtype=torch.float64,
-                            device=self.device)
+        none = torch.zeros(2, device=self.device)
+        sums = torch.stack([self._epoch_losses.get(n, none).to(self.device) for n in names])
         sums = self.trainer.strategy.reduce(sums, reduce_op="sum") if self.trainer.world_size > 1 else sums
         return {n: float(s / c) for n, (s, c) in zip(names, sums.tolist()) if c > 0}
 

@@ -170,3 +170,10 @@ def test_ddp_two_cpu_processes_with_partial_labels(tmp_path):
         assert _last(rows, key) == _last(rows, key)
     losses = [float(r["train/loss_step"]) for r in rows if r.get("train/loss_step")]
     assert losses and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_bad_heads_and_fractions_are_named_with_the_fix(tmp_path):
+    proc = run_train("task=multitask", "task.heads=[detection,depth]", cwd=tmp_path)
+    assert proc.returncode == 2 and "task.heads=['detection', 'depth']: name each head once" in proc.stderr
+    proc = run_train("task=multitask", "data.hide_labels.segmentation=1.5", cwd=tmp_path)
+    assert proc.returncode == 2 and "e.g. data.hide_labels.segmentation=0.5" in proc.stderr

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from backbones import Backbone
+from backbones.base import Neck
 from backbones.catalog import IMAGENET_MEAN, IMAGENET_STD
 
 from ..classification.model import ClassificationHead
@@ -22,14 +23,19 @@ HEAD_NAMES = ("detection", "instance_segmentation", "segmentation", "classificat
 def build_head(name: str, body: Backbone, num_classes: int, options: Mapping[str, Any], *,
                mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> nn.Module:
     """One head by name, sized from `body.output_shape()` and the dataset's K classes: detection K (+ background,
-    inside torchvision), segmentation K + 1 (0 is background), classification K (multi-label)."""
+    inside torchvision), segmentation K + 1 (0 is background), classification K (multi-label; without
+    `in_features` it pools an FPN's levels of stride 8-32, else the coarsest level)."""
     options = dict(options)
     if name in ("detection", "instance_segmentation"):
         return RCNNHead(body, num_classes, mean=mean, std=std, **{**options, "masks": name == "instance_segmentation"})
     if name == "segmentation":
         return segmentation_head(body, num_classes + 1, **options)
     if name == "classification":
-        return ClassificationHead(body.output_shape(), num_classes, **options)
+        shapes = body.output_shape()
+        if options.get("in_features") is None and isinstance(body, Neck):
+            # an FPN's coarsest level (p6) is only a max-pool of p5: pool p3..p5 instead
+            options["in_features"] = [lvl for lvl, spec in shapes.items() if 8 <= spec.stride <= 32]
+        return ClassificationHead(shapes, num_classes, **options)
     raise ValueError(f"unknown head {name!r}: task.heads takes {', '.join(HEAD_NAMES)}")
 
 
