@@ -13,12 +13,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import ConcatDataset
 
 from .coco import CocoIndex
 from .coco_source import CocoSource
 from .detection import CocoDetectionDataModule, CocoDetectionDataset, collate
 from .errors import RAISE, Problems
 from .masks import check_classes
+from .multitask_sources import ExtraSource
 from .splits import SplitDataModule
 
 log = logging.getLogger(__name__)
@@ -63,18 +65,26 @@ class MultiTaskCocoDataset(CocoDetectionDataset):
       - "classes": (K,) float32 multi-hot of the categories present (`multilabel_target`);
       - "has": head name (`HEADS`) -> bool, whether this image has that head's label.
 
-    `has_masks` needs an index loaded with `load_coco(..., segmentation=True)`.
+    `has_masks` needs an index loaded with `load_coco(..., segmentation=True)`. `hidden` (head -> item indices) and
+    `labels` (the heads this json labels; default every one it can) make labels partial.
     """
 
     def __init__(self, index: CocoIndex, transform: Callable | None = None, has_masks: bool = True,
-                 ignore_index: int = 255, hidden: Mapping[str, frozenset[int]] | None = None) -> None:
+                 ignore_index: int = 255, hidden: Mapping[str, frozenset[int]] | None = None,
+                 labels: Sequence[str] | None = None) -> None:
         super().__init__(index, transform, masks=has_masks)
         self.ignore_index = ignore_index
         # a COCO json labels every image for boxes and classes (no objects: a labelled negative); pixels only when
-        # its annotations carry segmentations
+        # its annotations carry segmentations; `labels` (a source's `heads`) narrows that
         self.has = {"detection": True, "instance_segmentation": has_masks, "segmentation": has_masks,
                     "classification": True}
+        if labels is not None:
+            self.has = {head: flag and head in labels for head, flag in self.has.items()}
         self.hidden = {head: frozenset(items) for head, items in (hidden or {}).items()}  # head -> item indices
+
+    def labelled(self, head: str) -> int:
+        """How many items have `head`'s label."""
+        return len(self) - len(self.hidden.get(head, ())) if self.has.get(head) else 0
 
     def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Any]]:
         image, target = super().__getitem__(i)
@@ -109,6 +119,9 @@ class MultiTaskCocoDataModule(SplitDataModule):
             train with partial labels from one fully labelled json (e.g. {segmentation: 0.75}: masks for a quarter
             of the images). The same images every epoch and on every DDP process (seeded by `hide_seed` and the
             head's name); evaluation sees every label.
+        extra_train: more training sources, each labelling some heads (`data.multitask_sources.ExtraSource`: a mask
+            folder, an ImageFolder, a second COCO json), e.g. [{kind: imagefolder, root: /data/photos}]; their
+            images join the training set, evaluation stays on the json's val / test splits.
     """
 
     collate_fn = collate
@@ -116,7 +129,8 @@ class MultiTaskCocoDataModule(SplitDataModule):
     def __init__(self, root: str | None = None, *, batch_size: int = 4, num_workers: int | None = None,
                  augment: Mapping[str, Any] | None = None, pin_memory: bool | None = None,
                  model_min_size: int | Sequence[int] | None = None, masks: bool = True, ignore_index: int = 255,
-                 hide_labels: Mapping[str, float] | None = None, hide_seed: int = 0, **source: Any) -> None:
+                 hide_labels: Mapping[str, float] | None = None, hide_seed: int = 0,
+                 extra_train: Sequence[Mapping[str, Any]] | None = None, **source: Any) -> None:
         super().__init__(batch_size, num_workers, pin_memory)
         # masks=False builds a CocoSource that neither keeps nor requires segmentations
         self.detection = CocoDetectionDataModule(root, batch_size=batch_size, num_workers=num_workers,
@@ -131,6 +145,9 @@ class MultiTaskCocoDataModule(SplitDataModule):
             raise ValueError(f"data.hide_labels takes heads {', '.join(HEADS)} with fractions in [0, 1], got "
                              f"{dict(self.hide_labels)}")
         self.hide_seed = hide_seed
+        self.augment = dict(augment or {})
+        self.extra = [ExtraSource(options, i) for i, options in enumerate(extra_train or ())]
+        self._extra_loaded = False
 
     @property
     def source(self) -> CocoSource:
@@ -164,15 +181,31 @@ class MultiTaskCocoDataModule(SplitDataModule):
         self.detection.setup(stage)
         if self.masks:  # a label equal to ignore_index would be ignored by the segmentation loss
             check_classes(["background", *self.class_names], self.ignore_index, str(self.annotation_file("train")))
+        if self.extra and not self._extra_loaded and (stage or "fit") == "fit":
+            self._extra_loaded = True
+            for source in self.extra:
+                source.load(self.class_names, self.category_ids, self.ignore_index, max(1, self.num_workers))
 
-    def dataset(self, split: str, train: bool) -> MultiTaskCocoDataset:
+    def dataset(self, split: str, train: bool) -> MultiTaskCocoDataset | ConcatDataset:
         # detection's own dataset gives the split's index and transform, so the two never drift apart
         base = self.detection.dataset(split, train)
         hidden = hidden_items(len(base), self.hide_labels, self.hide_seed) if split == "train" else None
         for head, items in (hidden or {}).items():
             log.info("partial labels: %s labels hidden on %d of %d training images (data.hide_labels.%s=%g)",
                      head, len(items), len(base), head, self.hide_labels[head])
-        return MultiTaskCocoDataset(base.index, base.transform, base.masks, self.ignore_index, hidden)
+        dataset = MultiTaskCocoDataset(base.index, base.transform, base.masks, self.ignore_index, hidden)
+        if split != "train" or not self.extra:
+            return dataset
+        if not self._extra_loaded:
+            self.setup("fit")
+        num_classes = len(self.class_names)
+        parts = [dataset, *(source.dataset(self.augment, train, num_classes, self.ignore_index, base.masks)
+                            for source in self.extra)]
+        combined = ConcatDataset(parts)
+        leaves = [leaf for part in parts for leaf in getattr(part, "datasets", [part])]  # repeats are ConcatDatasets
+        log.info("training images per head, of %d (the json's %d and data.extra_train's): %s", len(combined),
+                 len(dataset), ", ".join(f"{head} {sum(leaf.labelled(head) for leaf in leaves)}" for head in HEADS))
+        return combined
 
 
 def hidden_items(n: int, fractions: Mapping[str, float], seed: int = 0) -> dict[str, frozenset[int]]:

@@ -80,6 +80,7 @@ def detection_transforms(
     zoom_out: float = 0.0,
     max_zoom: float = 2.0,
     iou_crop: bool = False,
+    boxes: bool = True,
 ) -> v2.Compose:
     """Joint transform `(PIL image, target) -> (image, target)` with target["boxes"] a tv_tensors.BoundingBoxes.
 
@@ -88,21 +89,27 @@ def detection_transforms(
     the side (probability `zoom_out`), SSD-style IoU crop (`iou_crop`), horizontal flip (probability
     `hflip`); then boxes are clamped, boxes under 1 px dropped with their labels / iscrowd / area, and
     area rescaled with its box. Eval: no change but the dtype.
+
+    `boxes=False`: the same flips, jitter and zoom-out for inputs without boxes (`(PIL image, tv_tensors.Mask)`, or an
+    image alone), e.g. images labelled only with a class mask or a class; `iou_crop` (which picks crops by the boxes)
+    is left out then.
     """
     ops: list[Any] = [v2.ToImage()]
     if train:
-        ops.append(_remember_box_area)
+        if boxes:
+            ops.append(_remember_box_area)
         if photometric > 0:
             ops.append(photometric_jitter(photometric))
         if zoom_out > 0:
             # fill with the mean ImageNet colour, as torchvision's detection references do
             ops.append(v2.RandomZoomOut(fill={tv_tensors.Image: (124, 116, 104), "others": 0},
                                         side_range=(1.0, max_zoom), p=zoom_out))
-        if iou_crop:
+        if iou_crop and boxes:
             ops.append(v2.RandomIoUCrop())
         if hflip > 0:
             ops.append(v2.RandomHorizontalFlip(hflip))
-        ops += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(labels_getter=_per_box), _rescale_area]
+        if boxes:
+            ops += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(labels_getter=_per_box), _rescale_area]
     ops.append(v2.ToDtype(torch.float32, scale=True))
     return v2.Compose(ops)
 

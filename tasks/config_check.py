@@ -72,7 +72,7 @@ def _check_task_data(cfg: DictConfig, choices: Mapping[str, str]) -> None:
 
 
 def _check_multitask(cfg: DictConfig) -> None:
-    """task.heads of a joint run, and the fractions of data.hide_labels."""
+    """task.heads of a joint run, the fractions of data.hide_labels and the sources of data.extra_train."""
     heads = _get(cfg, "task.heads") if _get(cfg, "task.name") == "multitask" else None
     if heads is not None:
         from tasks.multitask.model import HEAD_NAMES  # here only: it imports torch, which other runs check without
@@ -86,6 +86,18 @@ def _check_multitask(cfg: DictConfig) -> None:
         if not (_is_number(fraction) and 0 <= fraction <= 1):
             raise ConfigError(f"data.hide_labels.{head}={fraction!r} must be a fraction of the training images in "
                               f"[0, 1], e.g. data.hide_labels.{head}=0.5")
+    extra = _get(cfg, "data.extra_train")
+    if extra:
+        from data.multitask_sources import ExtraSource  # checks the options only; nothing is read from disk
+
+        if not OmegaConf.is_list(extra):
+            raise ConfigError(f"data.extra_train must be a list of sources, e.g. "
+                              f"'data.extra_train=[{{kind:imagefolder,root:/data/photos}}]', got {extra!r}")
+        for i, options in enumerate(extra):
+            try:
+                ExtraSource(OmegaConf.to_container(options) if OmegaConf.is_config(options) else {"kind": options}, i)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
 
 
 def _check_input_stats(cfg: DictConfig) -> None:

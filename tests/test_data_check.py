@@ -138,6 +138,13 @@ def test_coco_detection_counts_and_sizes(coco, capsys):
     assert "0 errors, 0 warnings, 1 note: ready to train" in out
 
 
+def test_coco_multitask_checks_the_json_as_detection(coco, capsys):
+    code, out = run(capsys, "task=multitask", "data=coco", f"data.root={coco}", "task.detection.model.min_size=[32]")
+    assert code == 0, out
+    assert row(out, "cat (id 3)")[1:] == ["3", "2", "0", "0"]
+    assert "0 errors, 0 warnings, 1 note: ready to train" in out
+
+
 def test_coco_segmentation_counts_pixels(coco, capsys):
     code, out = run(capsys, "task=segmentation", "data=coco", f"data.root={coco}")
     assert code == 0, out

@@ -20,6 +20,7 @@ from ..errors import DataError, Problems
 from ..imagefolder import scan_split
 from ..images import load_rgb
 from ..masks import check_classes, check_pair, coco_mask, read_classes, report_unlabelled, scan_mask_split
+from ..multitask import MultiTaskCocoDataModule
 from ..segmentation import CocoSegmentationDataModule, MaskDataModule
 from ..splits import SPLITS, report_drop_last, split_folder
 
@@ -252,6 +253,8 @@ def check_datamodule(dm: Any, problems: Problems, progress: Progress, workers: i
     scanner = Scanner(problems, progress, workers)
     if isinstance(dm, (CocoDetectionDataModule, CocoSegmentationDataModule)):
         return check_coco(dm, scanner)
+    if isinstance(dm, MultiTaskCocoDataModule):  # its json, read as detection reads it (data.extra_train: at setup)
+        return check_coco(dm.detection, scanner)
     if isinstance(dm, MaskDataModule):
         return check_masks(dm, scanner)
     if isinstance(dm, ImageFolderDataModule):
