@@ -158,10 +158,13 @@ def test_two_heads_uncertainty_weighting_and_partial_labels(tmp_path):
 def test_ddp_two_cpu_processes_with_partial_labels(tmp_path):
     """Two processes, batch 1 each, half the images without masks and a quarter without boxes: some steps give a
     process no label at all for a head; no unused-parameter error, no NaN, one set of metrics; DWA's epoch means
-    reduced over both processes."""
+    reduced over both processes. An ImageFolder source adds images labelled for classification only."""
+    from test_multitask_sources import write_image_folder
+
+    photos = write_image_folder(tmp_path / "photos", {"circle": 2, "square": 2})
     proc = run_train(*TINY, *CPU_DDP, "data.batch_size=1", "task.module.weighting.method=dwa",
-                     "data.hide_labels.segmentation=0.5",
-                     "data.hide_labels.detection=0.25", "hydra.run.dir=run", cwd=tmp_path)
+                     "data.hide_labels.segmentation=0.5", "data.hide_labels.detection=0.25",
+                     f"data.extra_train=[{{kind:imagefolder,root:'{photos}'}}]", "hydra.run.dir=run", cwd=tmp_path)
     assert_ok(proc)
     out = proc.stdout + proc.stderr
     assert "All distributed processes registered" in out and "unused parameters" not in out.lower()
