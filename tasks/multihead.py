@@ -110,7 +110,8 @@ class MultiHeadModel(nn.Module):
             return {name: _per_image(head(feats, x), sizes, sizes) if head.kind == "segmentation" else head(feats, x)
                     for name, head in self.heads.items()}
         rcnn = self.heads[self.rcnn_name]
-        original_sizes = [(int(i.shape[-2]), int(i.shape[-1])) for i in images]
+        # the shapes themselves, not int(): a traced export (ONNX) then rescales boxes to any input size
+        original_sizes = [(i.shape[-2], i.shape[-1]) for i in images]
         labelled = None
         if targets is not None and any(t is None for t in targets):  # partial labels: some images have no boxes
             labelled = [i for i, t in enumerate(targets) if t is not None]
@@ -154,7 +155,7 @@ def _per_image(logits: Tensor, resized: Sequence[tuple[int, int]], original: Seq
     out = []
     for map_, (h, w), size in zip(logits, resized, original):
         map_ = map_[:, :h, :w]
-        if tuple(map_.shape[-2:]) != tuple(size):
+        if torch.jit.is_tracing() or tuple(map_.shape[-2:]) != tuple(size):  # traced: for every size (export)
             map_ = F.interpolate(map_[None], size=size, mode="bilinear", align_corners=False)[0]
         out.append(map_)
     return out

@@ -105,11 +105,13 @@ def sparse_roi_align(feats: list[Tensor], rois: Tensor, levels: Tensor, scales: 
 
 class SparseMultiScaleRoIAlign(MultiScaleRoIAlign):
     """torchvision's MultiScaleRoIAlign (same level mapping and sampling) with the sparse-matrix RoIAlign on CPU
-    (float32 / float64, fixed `sampling_ratio`); CUDA, other dtypes and adaptive sampling use torchvision's kernel."""
+    (float32 / float64, fixed `sampling_ratio`); CUDA, other dtypes, adaptive sampling and tracing (export) use
+    torchvision's kernel."""
 
     def forward(self, x: dict[str, Tensor], boxes: list[Tensor], image_shapes: list[tuple[int, int]]) -> Tensor:
         feats = _filter_input(x, self.featmap_names)
-        fast = (self.sampling_ratio > 0
+        # traced for export (ONNX, TorchScript): torchvision's op, which has an ONNX RoiAlign symbolic; the same values
+        fast = (self.sampling_ratio > 0 and not torch.jit.is_tracing()
                 and all(f.device.type == "cpu" and f.dtype in (torch.float32, torch.float64) for f in feats))
         if not fast:
             return super().forward(x, boxes, image_shapes)
