@@ -1,6 +1,8 @@
-"""Predict with a trained Cerberus checkpoint on an image or a directory of images. `python predict.py --help`.
+"""Predict with a trained Cerberus checkpoint (or its exported .onnx) on an image or a directory of images.
+`python predict.py --help`.
 
     python predict.py ckpt=outputs/.../checkpoints/last.ckpt input=images/ [output=preds] [batch_size=16]
+    python predict.py ckpt=outputs/.../checkpoints/last.onnx input=images/     # onnxruntime, no torch
 """
 
 import sys
@@ -21,6 +23,11 @@ def main(cfg: DictConfig) -> None:
     from tasks.prediction.arguments import check_arguments
 
     check_arguments(cfg)  # a wrong path or option fails before the heavy imports
+    if str(cfg.ckpt).endswith(".onnx"):  # an exported model: onnxruntime, numpy and Pillow, no torch
+        from tasks.runtime.predict import predict_exported
+
+        predict_exported(cfg)
+        return
     from tasks.prediction.run import predict
 
     predict(cfg)

@@ -23,7 +23,8 @@ def classification_transforms(
     hflip: float = 0.5,
     color_jitter: float = 0.0,
 ) -> v2.Compose:
-    """Train: random resized crop, flip, optional colour jitter. Eval: resize to size/crop_pct, centre crop.
+    """Train: random resized crop, flip, optional colour jitter. Eval: resize to size/crop_pct, centre crop (with
+    Pillow when given a PIL image).
 
     Output: (3, image_size, image_size) float32 in [0, 1].
     """
@@ -36,11 +37,11 @@ def classification_transforms(
             ops.append(v2.RandomHorizontalFlip(hflip))
         if color_jitter > 0:
             ops.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
-    else:
+    else:  # on the PIL image (Pillow's resize): predict.py on an exported model repeats it with Pillow exactly
         ops = [
-            v2.ToImage(),
             v2.Resize(round(image_size / crop_pct), antialias=True),
             v2.CenterCrop(image_size),
+            v2.ToImage(),
         ]
     ops.append(v2.ToDtype(torch.float32, scale=True))
     return v2.Compose(ops)
@@ -167,8 +168,8 @@ def segmentation_transforms(
             ops.append(v2.RandomHorizontalFlip(hflip))
         if photometric > 0:
             ops.append(photometric_jitter(photometric))
-    elif eval_size is not None:
-        ops.append(v2.Resize(eval_size, antialias=True))
+    elif eval_size is not None:  # on the PIL image, as classification's eval resize
+        ops.insert(0, v2.Resize(eval_size, antialias=True))
     ops.append(v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None},
                           scale=True))
     return v2.Compose(ops)

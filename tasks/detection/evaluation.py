@@ -8,13 +8,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import Params
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
-from torchvision.ops import box_convert
+
+from ..coco_results import coco_entries
 
 # faster_coco_eval prints COCO's whole summary table at INFO on every compute(); the metrics are logged anyway
 logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
@@ -115,12 +114,6 @@ class CocoMetrics(MeanAveragePrecision):
                 **{SEGM_PREFIX + key: result[f"segm_{name}"].float().reshape(()) for key, name in COCO_KEYS.items()}}
 
 
-def mask_rle(mask: Tensor) -> dict[str, Any]:
-    """(H, W) bool mask -> COCO's compressed RLE `{"size": [H, W], "counts": str}` (json-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.cpu().numpy().astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def to_coco_results(preds: Sequence[Mapping[str, Tensor]], image_ids: Sequence[int],
                     category_ids: Sequence[int]) -> list[dict[str, Any]]:
     """COCO results entries `{"image_id", "category_id", "bbox": [x, y, w, h], "score"}` (and "segmentation", a
@@ -135,16 +128,7 @@ def to_coco_results(preds: Sequence[Mapping[str, Tensor]], image_ids: Sequence[i
         raise ValueError(f"{len(preds)} predictions but {len(image_ids)} image ids; give one id per image")
     results: list[dict[str, Any]] = []
     for pred, image_id in zip(preds, image_ids):
-        labels = pred["labels"].tolist()
-        bad = [label for label in labels if not 1 <= label <= len(category_ids)]
-        if bad:
-            raise ValueError(f"image {image_id}: labels {sorted(set(bad))} are outside 1..{len(category_ids)} "
-                             f"(0 is background; category_ids has {len(category_ids)} entries)")
-        xywh = box_convert(pred["boxes"].detach().float().cpu(), "xyxy", "xywh").tolist()
-        entries = [{"image_id": int(image_id), "category_id": int(category_ids[label - 1]), "bbox": box,
-                    "score": score} for box, score, label in zip(xywh, pred["scores"].tolist(), labels)]
-        if "masks" in pred:
-            for entry, mask in zip(entries, binary_masks(pred["masks"])):
-                entry["segmentation"] = mask_rle(mask)
-        results.extend(entries)
+        masks = binary_masks(pred["masks"]).cpu().numpy() if "masks" in pred else None
+        results += coco_entries(pred["boxes"].detach().float().cpu().numpy(), pred["labels"].cpu().numpy(),
+                                pred["scores"].detach().cpu().numpy(), image_id, category_ids, masks)
     return results

@@ -13,7 +13,7 @@ from rich.console import Console
 from torchvision.transforms.v2 import functional as TF
 
 from ..restore import LoadedCheckpoint
-from .inputs import ImageFiles
+from .files import ImageFiles
 
 
 @dataclass

@@ -24,18 +24,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
-from ..detection.visualize import _font_file, draw_upscaled
+from ..detection.visualize import draw_upscaled
 from ..drawing import save_png, to_uint8
+from ..pictures import label_font
 from ..segmentation.visualize import overlay_mask
 from .base import Predictor, prepare_image
-from .classification import SHOWN_ROWS
 from .detection import DetectionPredictor
-from .inputs import output_names
+from .files import output_names
+from .outputs import SHOWN_ROWS, unpainted
 from .segmentation import SegmentationPredictor
 
 # classification: an image has every category whose sigmoid probability is at least this (predict.py has no option
@@ -132,8 +133,8 @@ class MultitaskPredictor(Predictor):
         """(3, H, W) image in [0, 1] -> (3, H', W') uint8: the class mask blended over it, enlarged as the detection
         predictor draws (under 256 px), the boxes (and instance masks), the labels at the top."""
         if "mask" in output:
-            painted = overlay_mask(to_uint8(image), output["mask"].long(), len(self.segmentation.loaded.class_names),
-                                   self.segmentation.skip)
+            names = self.segmentation.loaded.class_names
+            painted = overlay_mask(to_uint8(image), output["mask"].long(), len(names), unpainted(names))
             image = painted.float() / 255
         detections = output.get("detections") or {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
                                                   "labels": torch.zeros(0, dtype=torch.int64)}
@@ -187,7 +188,7 @@ def write_caption(picture: Tensor, text: str) -> Tensor:
     the size `draw_detections` writes class names."""
     image = Image.fromarray(picture.permute(1, 2, 0).numpy())
     size = max(11, image.height // 22)
-    font = ImageFont.truetype(_font_file(), size) if _font_file() else ImageFont.load_default()
+    font = label_font(image.height)
     draw = ImageDraw.Draw(image, "RGBA")
     pad = 2
     lines = _wrap(text.split(" "), lambda s: draw.textlength(s, font=font), image.width - 2 * pad)

@@ -19,6 +19,7 @@ from .arguments import check_arguments
 from .base import PredictOptions, Predictor
 from .classification import ClassificationPredictor
 from .detection import DetectionPredictor
+from .files import default_output
 from .inputs import Failure, ImageDataset, ImageFiles, list_images, split_failures
 from .multitask import MultitaskPredictor
 from .segmentation import SegmentationPredictor
@@ -44,14 +45,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device={name}: MPS is not available here; use device=auto or device=cpu")
     return device
-
-
-def default_output(ckpt: Path) -> Path:
-    """predictions/<run dir>_<ckpt stem> for a checkpoint inside a run's checkpoints/ folder, else
-    predictions/<ckpt stem>, under the current directory."""
-    ckpt = ckpt.resolve()
-    run = f"{ckpt.parent.parent.name}_" if ckpt.parent.name == "checkpoints" else ""
-    return Path("predictions") / f"{run}{ckpt.stem}"
 
 
 def _options(cfg: DictConfig) -> PredictOptions:

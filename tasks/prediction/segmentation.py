@@ -6,17 +6,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from rich.console import Console
 from torch import Tensor
 
-from ..drawing import save_png
-from ..segmentation.visualize import BACKGROUND_NAMES, overlay_mask
 from .base import Predictor, prepare_image
-from .inputs import output_names
+from .files import output_names
+from .outputs import finish_segmentation, write_mask
 
 
 class SegmentationPredictor(Predictor):
@@ -30,8 +27,6 @@ class SegmentationPredictor(Predictor):
         self.record = self.loaded.preprocessing
         self.prepare = partial(prepare_image, transform=self.record.eval_transform(),
                                keep_original=self.options.overlay)
-        names = self.loaded.class_names
-        self.skip = [k for k, n in enumerate(names) if n.lower() in BACKGROUND_NAMES]  # not painted
         self.png_names = output_names(self.files.names)
         self.count = 0
 
@@ -47,16 +42,9 @@ class SegmentationPredictor(Predictor):
         return masks
 
     def write(self, item: dict[str, Any], mask: Tensor) -> None:
-        name = self.png_names[item["index"]]
-        path = self.out_dir / "masks" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(mask.numpy().astype(np.uint8)).save(path)  # 2-D uint8: mode "L"
-        if self.options.overlay:
-            overlay = overlay_mask(item["original"], mask.long(), len(self.loaded.class_names), self.skip)
-            save_png(overlay, self.out_dir / "overlays" / name)
+        original = item["original"].permute(1, 2, 0).numpy() if self.options.overlay else None
+        write_mask(self.out_dir, self.png_names[item["index"]], mask.numpy(), original, self.loaded.class_names)
         self.count += 1
 
     def finish(self, console: Console) -> list[Path]:
-        legend = ", ".join(f"{k} {n}" for k, n in enumerate(self.loaded.class_names))
-        console.print(f"{self.count} mask(s): pixel value k is class k ({legend})", highlight=False, soft_wrap=True)
-        return [self.out_dir / "masks"] + ([self.out_dir / "overlays"] if self.options.overlay else [])
+        return finish_segmentation(self.out_dir, self.count, self.loaded.class_names, self.options.overlay, console)

@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-import colorsys
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.utils import draw_segmentation_masks, make_grid
+from torchvision.utils import make_grid
 
 from ..drawing import to_uint8
+from ..pictures import BACKGROUND_NAMES, class_colors, overlay_classes
 
-BACKGROUND_NAMES = ("background", "_background_", "bg", "__background__")
+__all__ = ["BACKGROUND_NAMES", "class_colors", "overlay_mask", "segmentation_grid"]
 
-
-def class_colors(num_classes: int) -> list[tuple[int, int, int]]:
-    """Distinct bright colours for labels 0..K-1 (golden-ratio hues, as in many label tools)."""
-    colors = []
-    for k in range(num_classes):
-        r, g, b = colorsys.hsv_to_rgb((k * 0.618034) % 1.0, 0.85, 1.0)
-        colors.append((round(r * 255), round(g * 255), round(b * 255)))
-    return colors
 
 
 def overlay_mask(image: Tensor, mask: Tensor, num_classes: int, skip: Sequence[int] = (),
                  alpha: float = 0.55) -> Tensor:
     """(3, H, W) uint8 image and (H, W) labels -> (3, H, W) uint8 with each class in `range(num_classes)` but
-    `skip` painted in its colour; other values (the ignore label) stay unpainted."""
-    labels = [k for k in range(num_classes) if k not in skip]
-    masks = mask.cpu()[None] == torch.tensor(labels).view(-1, 1, 1)  # (L, H, W) bool
-    keep = masks.flatten(1).any(1)
-    if not keep.any():
-        return image
-    colors = class_colors(num_classes)
-    return draw_segmentation_masks(image, masks[keep], alpha=alpha,
-                                   colors=[colors[k] for k, k_in in zip(labels, keep.tolist()) if k_in])
+    `skip` painted in its colour; other values (the ignore label) stay unpainted (`pictures.overlay_classes`)."""
+    out = overlay_classes(image.cpu().permute(1, 2, 0).numpy(), mask.cpu().numpy(), num_classes, skip, alpha)
+    return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
 
 
 def segmentation_grid(images: Tensor, preds: Tensor, targets: Tensor | None, class_names: Sequence[str],

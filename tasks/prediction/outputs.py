@@ -1,0 +1,128 @@
+"""predict.py's output files, written from numpy arrays and plain values: the predictors of checkpoints
+(tasks/prediction/) and of exported models (tasks/runtime/) call these, so both write the same files and pictures.
+No torch here."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from .. import pictures
+from ..coco_results import coco_entries
+
+SHOWN_ROWS, SHOWN_LABELS = 20, 3  # the printed table; the files have every row and all k labels
+
+Row = tuple[str, list[str], list[float]]  # file, its k labels, their probabilities
+
+
+def top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) probabilities -> (labels (N, k), scores (N, k)), best first (ties: the lower index first)."""
+    labels = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return labels, np.take_along_axis(probs, labels, axis=1)
+
+
+def write_classification(out_dir: Path, rows: Sequence[Row], k: int, formats: Sequence[str],
+                         console: Console) -> list[Path]:
+    """predictions.csv (file, label1, score1, ...) and / or predictions.json; prints the first rows as a table."""
+    written = []
+    if "csv" in formats:
+        path = out_dir / "predictions.csv"
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", *(f"{c}{j}" for j in range(1, k + 1) for c in ("label", "score"))])
+            for name, labels, scores in rows:
+                writer.writerow([name, *(v for pair in zip(labels, scores) for v in (pair[0], f"{pair[1]:.6f}"))])
+        written.append(path)
+    if "json" in formats:
+        path = out_dir / "predictions.json"
+        path.write_text(json.dumps([{"file": n, "labels": lb, "scores": [round(s, 6) for s in sc]}
+                                    for n, lb, sc in rows], indent=1))
+        written.append(path)
+    console.print(_classification_table(rows, k))
+    return written
+
+
+def _classification_table(rows: Sequence[Row], k: int) -> Table:
+    shown = min(k, SHOWN_LABELS)
+    table = Table(title=f"Top-{shown} predictions" + (f" (first {SHOWN_ROWS})" if len(rows) > SHOWN_ROWS else ""))
+    table.add_column("file", overflow="fold")
+    for j in range(1, shown + 1):
+        table.add_column(f"#{j}")
+    for name, labels, scores in rows[:SHOWN_ROWS]:
+        table.add_row(name, *(f"{lbl} {s:.3f}" for lbl, s in zip(labels[:shown], scores[:shown])))
+    return table
+
+
+def save_picture(image: np.ndarray, path: Path) -> Path:
+    """Write an (H, W, 3) uint8 (or (H, W) uint8 mask) PNG, parent folders created."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+    return path
+
+
+def unpainted(class_names: Sequence[str]) -> list[int]:
+    """The classes named like background: not painted in overlays."""
+    return [k for k, n in enumerate(class_names) if n.lower() in pictures.BACKGROUND_NAMES]
+
+
+def write_mask(out_dir: Path, name: str, mask: np.ndarray, original: np.ndarray | None,
+               class_names: Sequence[str]) -> None:
+    """masks/<name> (pixel value k is class k) and, with the (H, W, 3) uint8 `original`, overlays/<name>."""
+    save_picture(mask.astype(np.uint8), out_dir / "masks" / name)
+    if original is not None:
+        overlay = pictures.overlay_classes(original, mask, len(class_names), unpainted(class_names))
+        save_picture(overlay, out_dir / "overlays" / name)
+
+
+def finish_segmentation(out_dir: Path, count: int, class_names: Sequence[str], overlay: bool,
+                        console: Console) -> list[Path]:
+    legend = ", ".join(f"{k} {n}" for k, n in enumerate(class_names))
+    console.print(f"{count} mask(s): pixel value k is class k ({legend})", highlight=False, soft_wrap=True)
+    return [out_dir / "masks"] + ([out_dir / "overlays"] if overlay else [])
+
+
+class DetectionFiles:
+    """detections.json (COCO results: the dataset's category ids, xywh boxes rounded to 0.01 px, scores to 1e-5,
+    masks as compressed RLE), images.json (image ids and categories) and drawn/<name> pictures."""
+
+    def __init__(self, out_dir: Path, class_names: Sequence[str], category_ids: Sequence[int] | None,
+                 score_threshold: float, draw: bool) -> None:
+        self.out_dir, self.class_names = out_dir, list(class_names)
+        self.category_ids = list(category_ids or range(1, len(class_names) + 1))  # label l -> id [l - 1]
+        self.score_threshold, self.draw = score_threshold, draw
+        self.results: list[dict[str, Any]] = []
+        self.images: list[dict[str, Any]] = []
+
+    def add(self, image_id: int, file_name: str, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+            scores: np.ndarray, masks: np.ndarray | None, drawn_name: str) -> None:
+        """One image ((H, W, 3) uint8) and its detections (masks (M, H, W) bool or None)."""
+        h, w = image.shape[:2]
+        self.images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
+        keep = np.asarray(scores) >= self.score_threshold
+        kept_masks = None if masks is None else masks[keep]
+        for entry in coco_entries(boxes[keep], labels[keep], scores[keep], image_id, self.category_ids, kept_masks):
+            self.results.append({**entry, "bbox": [round(v, 2) for v in entry["bbox"]],
+                                 "score": round(entry["score"], 5)})
+        if self.draw:  # images under 256 px are drawn enlarged, so that the class names stay readable
+            drawn = pictures.draw_upscaled(image, boxes, labels, scores, self.class_names, masks,
+                                           self.score_threshold)
+            save_picture(drawn, self.out_dir / "drawn" / drawn_name)
+
+    def finish(self, console: Console) -> list[Path]:
+        detections = self.out_dir / "detections.json"
+        detections.write_text(json.dumps(self.results))
+        images = self.out_dir / "images.json"
+        categories = [{"id": int(i), "name": n} for i, n in zip(self.category_ids, self.class_names)]
+        images.write_text(json.dumps({"images": sorted(self.images, key=lambda x: x["id"]),
+                                      "categories": categories}, indent=1))
+        console.print(f"{len(self.results)} detection(s) scoring >= {self.score_threshold} "
+                      f"on {len(self.images)} image(s)", highlight=False)
+        return [detections, images] + ([self.out_dir / "drawn"] if self.draw else [])
