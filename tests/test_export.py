@@ -164,3 +164,35 @@ def test_cli_summary_and_argument_errors(checkpoint, tmp_path):
     proc = run("ckpt=missing.ckpt")
     assert proc.returncode == 2 and "checkpoint missing.ckpt does not exist" in proc.stderr
     written.unlink()
+
+
+@pytest.mark.parametrize("task", ["classification", "segmentation"])
+def test_int8_quantization_and_its_accuracy(task, checkpoint, tmp_path):
+    result = export(options(checkpoint(task), tmp_path / "model.onnx", quantize="int8",
+                            calibration={"num_images": 3, "method": "minmax"}, val_images=None))
+    int8 = result["int8_path"]
+    assert int8 == tmp_path / "model.int8.onnx" and int8.stat().st_size < 0.5 * (tmp_path / "model.onnx").stat().st_size
+    assert result["calibration_images"] == 3  # of the 4 (segmentation) or 24 training images
+    meta = metadata_of(int8)
+    assert meta["task"] == task and meta["quantization"]["calibration_images"] == 3
+    ops = {node.op_type for node in onnx.load(str(int8)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    accuracy = result["accuracy"]
+    assert accuracy.metric == ("top-1" if task == "classification" else "mIoU") and accuracy.images > 0
+    assert 0 <= accuracy.fp32 <= 1 and 0 <= accuracy.int8 <= 1
+    # the FP32 file's figure is the checkpoint's own validation metric, measured through the ONNX file
+    loaded = load_checkpoint(checkpoint(task))
+    if task == "classification":
+        from tasks.export.quantize import _datamodule
+
+        dataset = _datamodule(loaded).dataset("val", train=False)
+        with torch.no_grad():
+            right = sum(int(loaded.module.model(dataset[i][0][None])["classification"].argmax() == dataset[i][1])
+                        for i in range(len(dataset)))
+        assert accuracy.fp32 == pytest.approx(right / len(dataset))
+
+
+def test_int8_is_refused_where_it_does_not_apply(checkpoint, tmp_path):
+    with pytest.raises(ExportError, match="quantize=int8 is built for classification and segmentation"):
+        export(options(checkpoint("detection"), tmp_path / "d.onnx", quantize="int8",
+                       calibration={"num_images": 2, "method": "minmax"}))

@@ -25,6 +25,14 @@ def check_arguments(cfg: DictConfig) -> None:
         raise ConfigError(f"format={cfg.format}: use one of {', '.join(FORMAT_NAMES)}")
     if cfg.format == "exported_program" and cfg.get("output") and not str(cfg.output).endswith(".pt2"):
         raise ConfigError(f"output={cfg.output}: torch.export programs are .pt2 files; name it e.g. model.pt2")
+    if cfg.get("quantize") not in (None, "int8"):
+        raise ConfigError(f"quantize={cfg.quantize}: use quantize=int8 (or null for FP32 only)")
+    if cfg.get("quantize") and cfg.format != "onnx":
+        raise ConfigError(f"quantize=int8 writes an ONNX file (onnxruntime's quantizer); use format=onnx, not "
+                          f"format={cfg.format}")
+    if cfg.get("quantize") and not (isinstance(cfg.calibration.num_images, int) and cfg.calibration.num_images > 0):
+        raise ConfigError(f"calibration.num_images={cfg.calibration.num_images!r} must be a whole number above 0, "
+                          "e.g. calibration.num_images=200")
     if not isinstance(cfg.opset, int):
         raise ConfigError(f"opset={cfg.opset!r} must be a whole number, e.g. opset=17")
 
@@ -86,7 +94,26 @@ def export(cfg: DictConfig) -> dict[str, Any]:
                               "inspection, do not deploy it")
         console.print(f"parity: all {len(checks)} checks within tolerance on {len(inputs)} inputs "
                       "(one with no objects: the mean colour)", highlight=False)
-    return {"path": out, "checks": checks}
+    result: dict[str, Any] = {"path": out, "checks": checks}
+    if cfg.get("quantize") == "int8":
+        result.update(_quantize(cfg, loaded, out, metadata, console))
+    return result
+
+
+def _quantize(cfg: DictConfig, loaded: Any, fp32: Path, metadata: dict[str, Any], console: Any) -> dict[str, Any]:
+    """Write <name>.int8.onnx next to the FP32 file and print its validation accuracy against FP32."""
+    from .quantize import quantize_int8, validation_accuracy
+
+    int8 = fp32.with_name(fp32.stem + ".int8.onnx")
+    seconds, seen = quantize_int8(fp32, int8, loaded, int(cfg.calibration.num_images), metadata,
+                                  str(cfg.calibration.method))
+    console.print(f"wrote {int8} ({int8.stat().st_size / 2**20:.1f} MiB, FP32 {fp32.stat().st_size / 2**20:.1f} "
+                  f"MiB) in {seconds:.1f} s: static INT8, calibrated on {seen} training images "
+                  f"({cfg.calibration.method})", soft_wrap=True, highlight=False)
+    accuracy = validation_accuracy(fp32, int8, loaded, cfg.get("val_images"))
+    console.print(f"validation {accuracy.metric} on {accuracy.images} images: FP32 {accuracy.fp32:.4f}, INT8 "
+                  f"{accuracy.int8:.4f} ({accuracy.change_points:+.2f} points)", highlight=False)
+    return {"int8_path": int8, "accuracy": accuracy, "calibration_images": seen}
 
 
 def _input_shape(graph: Any) -> str:
