@@ -5,6 +5,8 @@ same torchvision models, same in-memory data and batch size, in one process.
     uv run python benchmark.py --task detection                 # Faster R-CNN: resnet50 + FPN, 128 px, batch 4
     uv run python benchmark.py --task segmentation              # U-Net: resnet34, 128 px, batch 8
     uv run python benchmark.py --multitask                      # joint model vs one single-head model per head
+    uv run python benchmark.py --latency                        # ResNet-50 classifier: eager vs onnxruntime FP32 / INT8
+    uv run python benchmark.py --latency --task segmentation    # P50/P95/P99, throughput, peak memory
 
 classification: Cerberus' training against a hand-written loop over the same torchvision ResNet.
 detection: Cerberus' training and inference against torchvision's own `fasterrcnn_resnet50_fpn` construction
@@ -552,8 +554,20 @@ def main() -> None:
     parser.add_argument("--weightings", nargs="+", default=["equal", "uncertainty"], help="--multitask: methods")
     parser.add_argument("--seed", type=int, default=42, help="--multitask: every run's seed")
     parser.add_argument("--keep", default=None, help="--multitask: folder for the runs (default: a temporary one)")
+    parser.add_argument("--latency", action="store_true",
+                        help="inference latency P50/P95/P99 (batch 1) and throughput (--batch-size, default 8) of "
+                             "PyTorch eager, onnxruntime FP32 and INT8 for --task, plus peak memory")
+    parser.add_argument("--requests", type=int, default=30, help="--latency: batch-1 requests per round")
+    parser.add_argument("--rounds", type=int, default=5, help="--latency: rounds (backends interleaved)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.latency:
+        from tasks.export.latency import main_latency
+
+        backbone = args.backbone or ("resnet50" if args.task == "classification" else "resnet18")
+        print(main_latency(args.task, backbone, args.image_size, args.batch_size or 8, args.requests, args.rounds,
+                           args.warmup or 5, args.override))
+        return
     if args.multitask:
         from tasks.multitask.benchmark import main_multitask
 

@@ -101,3 +101,18 @@ def test_multitask_benchmark_trains_each_head_alone_and_together(tmp_path):
     assert all(float(c) == float(c) for c in (joint[2], joint[3], joint[4], joint[7], joint[9]))  # numbers, not NaN
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
         "joint-equal", "single-classification", "single-segmentation"]
+
+
+@pytest.mark.parametrize("task", ["classification", "detection"])
+def test_latency_benchmark_prints_percentiles_throughput_and_memory(task, tmp_path):
+    proc = run_benchmark("--latency", "--task", task, "--backbone", "resnet18", "--image-size", "64",
+                         "--batch-size", "2", "--requests", "3", "--rounds", "1", "--warmup", "1", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| PyTorch") or line.startswith("| onnx")]
+    names = [row.split("|")[1].strip() for row in rows]
+    assert names[0].startswith("PyTorch eager") and names[1] == "onnxruntime FP32"
+    assert ("onnxruntime INT8" in names) == (task == "classification")  # no INT8 for the R-CNN graph
+    for row in rows:
+        p50, p95, p99, ips, ratio, peak = (float(v) for v in row.split("|")[2:8])
+        assert 0 < p50 <= p95 <= p99 and ips > 0 and ratio > 0 and peak > 0
+    assert "batch-1 latency over 3 requests per backend" in proc.stdout
