@@ -9,7 +9,7 @@ Images are (H, W, 3) uint8 arrays; boxes (M, 4) xyxy pixels; labels 1..K for det
 from __future__ import annotations
 
 import colorsys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 
 import numpy as np
@@ -146,3 +146,50 @@ def draw_upscaled(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, scor
         gt_boxes = None if gt_boxes is None else np.asarray(gt_boxes, dtype=np.float32) * factor
         masks = None if masks is None else np.asarray(masks)[:, rows][:, :, cols]
     return draw_detections(image, boxes, labels, scores, class_names, masks, score_threshold, gt_boxes)
+
+
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    """(H, W, 3) uint8 -> a copy with `text` in white on a dark band at its top left (wrapped to the width), at
+    the size class names are written."""
+    picture = Image.fromarray(image)
+    font = label_font(picture.height)
+    size = max(11, picture.height // 22)
+    draw = ImageDraw.Draw(picture, "RGBA")
+    pad = 2
+    lines = _wrap(text.split(" "), lambda s: draw.textlength(s, font=font), picture.width - 2 * pad)
+    line_height = size + 2
+    width = max(draw.textlength(line, font=font) for line in lines)
+    draw.rectangle((0, 0, min(picture.width, width + 2 * pad), 2 * pad + line_height * len(lines)),
+                   fill=(0, 0, 0, 170))
+    for i, line in enumerate(lines):
+        draw.text((pad, pad + i * line_height), line, fill=(255, 255, 255), font=font)
+    return np.array(picture)
+
+
+def _wrap(words: Sequence[str], length: Callable[[str], float], width: float) -> list[str]:
+    """Words -> lines no longer than `width` by `length(line)` (a word longer than that alone on its line)."""
+    lines: list[str] = []
+    for word in words:
+        if lines and length(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def jet(values: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) uint8, blue (0) through green and yellow to red (1)."""
+    v = np.clip(values, 0, 1)[..., None] * 4
+    rgb = np.clip(1.5 - np.abs(v - np.array([3.0, 2.0, 1.0])), 0, 1)
+    return (rgb * 255).round().astype(np.uint8)
+
+
+def heatmap(image: np.ndarray, values: np.ndarray, alpha: float = 0.5, upscale_to: int | None = 256) -> np.ndarray:
+    """(H, W, 3) uint8 image with (H, W) `values` in [0, 1] blended over it in `jet` colours (weight `alpha`),
+    enlarged (nearest) to `upscale_to` on the longer side when smaller."""
+    size = upscale_size(*image.shape[:2], upscale_to)
+    if size is not None:
+        rows, cols = nearest_indices(image.shape[0], size[0]), nearest_indices(image.shape[1], size[1])
+        image, values = image[rows][:, cols], values[rows][:, cols]
+    out = image.astype(np.float32) * np.float32(1 - alpha) + jet(values).astype(np.float32) * np.float32(alpha)
+    return out.round().astype(np.uint8)

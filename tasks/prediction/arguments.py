@@ -25,5 +25,9 @@ def check_arguments(cfg: DictConfig) -> None:
     formats = [cfg.formats] if isinstance(cfg.formats, str) else list(cfg.formats)
     if not formats or set(formats) - {"csv", "json"}:
         raise ConfigError(f"formats={formats}: use csv and/or json, e.g. formats=[csv,json]")
+    if cfg.get("explain") not in (None, "gradcam"):
+        raise ConfigError(f"explain={cfg.explain}: use explain=gradcam (or leave it out)")
+    if cfg.get("explain") and str(cfg.ckpt).endswith(".onnx"):
+        raise ConfigError("explain=gradcam needs gradients: pass the checkpoint (.ckpt), not the exported .onnx")
     if int(cfg.topk) < 1 or int(cfg.batch_size) < 1:
         raise ConfigError(f"topk and batch_size must be at least 1, got topk={cfg.topk} batch_size={cfg.batch_size}")

@@ -10,6 +10,8 @@ import torch
 from rich.console import Console
 
 from .base import Predictor, prepare_image
+from .explanations import explained_class, write_explanations
+from .files import output_names
 from .outputs import Row, top_k, write_classification
 
 
@@ -23,10 +25,17 @@ class ClassificationPredictor(Predictor):
         self.prepare = partial(prepare_image, transform=self.loaded.preprocessing.eval_transform(), keep_original=False)
         self.k = max(1, min(self.options.topk, len(self.loaded.class_names)))
         self.rows: list[Row] = []
+        self.explained = explained_class(self.loaded.class_names, self.options.explain_class)
+        self.png_names = output_names(self.files.names)
 
     def forward(self, items: list[dict[str, Any]], device: torch.device) -> list[tuple[list[int], list[float]]]:
-        probs = self.loaded.module.predict_step(torch.stack([x["image"] for x in items]).to(device), 0)
+        images = torch.stack([x["image"] for x in items]).to(device)
+        probs = self.loaded.module.predict_step(images, 0)
         labels, scores = top_k(probs.float().cpu().numpy(), self.k)
+        if self.options.explain:
+            write_explanations(self.loaded.module, images, labels[:, 0].tolist(), [images.shape[-2:]] * len(items),
+                               [self.png_names[x["index"]] for x in items], self.out_dir, self.loaded.class_names,
+                               self.explained, self.options.explain_level)
         return list(zip(labels.tolist(), scores.tolist()))
 
     def write(self, item: dict[str, Any], output: tuple[list[int], list[float]]) -> None:
@@ -34,4 +43,5 @@ class ClassificationPredictor(Predictor):
         self.rows.append((self.name(item), [self.loaded.class_names[i] for i in labels], scores))
 
     def finish(self, console: Console) -> list[Path]:
-        return write_classification(self.out_dir, self.rows, self.k, self.options.formats, console)
+        written = write_classification(self.out_dir, self.rows, self.k, self.options.formats, console)
+        return written + ([self.out_dir / "explanations"] if self.options.explain else [])

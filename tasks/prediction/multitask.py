@@ -17,21 +17,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.table import Table
 from torch import Tensor
 
 from ..detection.visualize import draw_upscaled
 from ..drawing import save_png, to_uint8
-from ..pictures import label_font
+from ..pictures import caption
 from ..segmentation.visualize import overlay_mask
 from .base import Predictor, prepare_image
 from .detection import DetectionPredictor
@@ -184,28 +181,6 @@ class MultitaskPredictor(Predictor):
 
 
 def write_caption(picture: Tensor, text: str) -> Tensor:
-    """(3, H, W) uint8 -> a copy with `text` in white on a dark band at its top left (wrapped to the width), at
-    the size `draw_detections` writes class names."""
-    image = Image.fromarray(picture.permute(1, 2, 0).numpy())
-    size = max(11, image.height // 22)
-    font = label_font(image.height)
-    draw = ImageDraw.Draw(image, "RGBA")
-    pad = 2
-    lines = _wrap(text.split(" "), lambda s: draw.textlength(s, font=font), image.width - 2 * pad)
-    line_height = size + 2
-    width = max(draw.textlength(line, font=font) for line in lines)
-    draw.rectangle((0, 0, min(image.width, width + 2 * pad), 2 * pad + line_height * len(lines)), fill=(0, 0, 0, 170))
-    for i, line in enumerate(lines):
-        draw.text((pad, pad + i * line_height), line, fill=(255, 255, 255), font=font)
-    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).contiguous()
-
-
-def _wrap(words: Sequence[str], length: Callable[[str], float], width: float) -> list[str]:
-    """Words -> lines no longer than `width` by `length(line)` (a word longer than that alone on its line)."""
-    lines: list[str] = []
-    for word in words:
-        if lines and length(f"{lines[-1]} {word}") <= width:
-            lines[-1] = f"{lines[-1]} {word}"
-        else:
-            lines.append(word)
-    return lines or [""]
+    """(3, H, W) uint8 -> a copy with `text` on a dark band at its top left (`pictures.caption`)."""
+    out = caption(picture.permute(1, 2, 0).numpy(), text)
+    return torch.from_numpy(out).permute(2, 0, 1).contiguous()

@@ -50,7 +50,8 @@ def resolve_device(name: str) -> torch.device:
 def _options(cfg: DictConfig) -> PredictOptions:
     formats = [cfg.formats] if isinstance(cfg.formats, str) else list(cfg.formats)
     return PredictOptions(topk=int(cfg.topk), formats=tuple(formats), score_threshold=float(cfg.score_threshold),
-                          overlay=bool(cfg.overlay))
+                          overlay=bool(cfg.overlay), explain=cfg.get("explain"), explain_class=cfg.get("explain_class"),
+                          explain_level=cfg.get("explain_level"))
 
 
 def build_predictor(loaded: LoadedCheckpoint, files: ImageFiles, out_dir: Path, options: PredictOptions) -> Predictor:
@@ -72,6 +73,9 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     files = list_images(cfg.input)  # before the model: a wrong path or device fails at once
     device = resolve_device(str(cfg.device))
     loaded = load_checkpoint(cfg.ckpt)
+    if options.explain and loaded.task not in ("classification", "segmentation"):
+        raise ConfigError(f"explain={options.explain} is built for classification and segmentation checkpoints, not "
+                          f"{loaded.task}")
     module = loaded.module.to(device)
     if getattr(module, "channels_last", False):
         module.model.to(memory_format=torch.channels_last)

@@ -12,8 +12,9 @@ from rich.console import Console
 from torch import Tensor
 
 from .base import Predictor, prepare_image
+from .explanations import explained_class, write_explanations
 from .files import output_names
-from .outputs import finish_segmentation, write_mask
+from .outputs import finish_segmentation, unpainted, write_mask
 
 
 class SegmentationPredictor(Predictor):
@@ -28,11 +29,19 @@ class SegmentationPredictor(Predictor):
         self.prepare = partial(prepare_image, transform=self.record.eval_transform(),
                                keep_original=self.options.overlay)
         self.png_names = output_names(self.files.names)
+        self.explained = explained_class(self.loaded.class_names, self.options.explain_class)
         self.count = 0
 
     def forward(self, items: list[dict[str, Any]], device: torch.device) -> list[Tensor]:
         images = [x["image"] for x in items]
-        probs = self.loaded.module.predict_step(self.record.pad_images(images).to(device), 0)
+        batch = self.record.pad_images(images).to(device)
+        probs = self.loaded.module.predict_step(batch, 0)
+        if self.options.explain:
+            write_explanations(self.loaded.module, batch, [_main_class(p.argmax(0), unpainted(self.loaded.class_names))
+                                                          for p in probs],
+                               [i.shape[-2:] for i in images], [self.png_names[x["index"]] for x in items],
+                               self.out_dir, self.loaded.class_names, self.explained,
+                               self.options.explain_level)
         masks = []
         for p, image, item in zip(probs, images, items):
             p = p[:, : image.shape[-2], : image.shape[-1]]
@@ -47,4 +56,17 @@ class SegmentationPredictor(Predictor):
         self.count += 1
 
     def finish(self, console: Console) -> list[Path]:
-        return finish_segmentation(self.out_dir, self.count, self.loaded.class_names, self.options.overlay, console)
+        written = finish_segmentation(self.out_dir, self.count, self.loaded.class_names, self.options.overlay,
+                                      console)
+        return written + ([self.out_dir / "explanations"] if self.options.explain else [])
+
+
+def _main_class(mask: Tensor, background: list[int]) -> int:
+    """The most frequent class of a predicted (H, W) mask that is not background (else the most frequent)."""
+    counts = torch.bincount(mask.flatten())
+    if background and len(counts) > max(background):
+        foreground = counts.clone()
+        foreground[background] = 0
+        if foreground.any():
+            return int(foreground.argmax())
+    return int(counts.argmax())
