@@ -95,11 +95,16 @@ def write_coco(root: Path, split: str, anns: list[dict]) -> Path:
     return path
 
 
+def coco_dataset(root: Path) -> Path:
+    """`annotations()` as the train and val splits of a COCO folder at `root`."""
+    for split in ("train", "val"):
+        write_coco(root, split, annotations())
+    return root
+
+
 @pytest.fixture
 def coco(tmp_path: Path) -> Path:
-    for split in ("train", "val"):
-        write_coco(tmp_path / "coco", split, annotations())
-    return tmp_path / "coco"
+    return coco_dataset(tmp_path / "coco")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import assert_ok, run_train
 from PIL import Image
-from test_multitask_data import K, annotations, write_coco
+from test_multitask_data import K, annotations, coco_dataset, write_coco
 from test_multitask_train import TINY, _last, _rows
 
 from data.errors import DataError
@@ -50,9 +50,7 @@ def write_image_folder(root: Path, per_class: dict[str, int]) -> Path:
 
 @pytest.fixture
 def coco(tmp_path: Path) -> Path:
-    for split in ("train", "val"):
-        write_coco(tmp_path / "coco", split, annotations())
-    return tmp_path / "coco"
+    return coco_dataset(tmp_path / "coco")
 
 
 def module_with(coco: Path, extra: list[dict], **kw) -> MultiTaskCocoDataModule:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -79,3 +80,26 @@ def default_output(ckpt: Path) -> Path:
     ckpt = ckpt.resolve()
     run = f"{ckpt.parent.parent.name}_" if ckpt.parent.name == "checkpoints" else ""
     return Path("predictions") / f"{run}{ckpt.stem}"
+
+
+def progress_columns() -> tuple[Any, ...]:
+    """The progress bar of predict.py: label, bar, done / total, elapsed, remaining."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("•"),
+            TimeRemainingColumn())
+
+
+def summarize(console: Any, written: Sequence[Path], failures: Sequence[Failure], done: int, total: int,
+              out_dir: Path) -> dict[str, int]:
+    """Print the unreadable files, what was written and the counts; RuntimeError when no file could be read."""
+    if failures:
+        console.print(f"[bold yellow]{len(failures)} unreadable file(s) skipped:[/] "
+                      + ", ".join(f.name for f in sorted(failures, key=lambda f: f.index)), soft_wrap=True)
+    for path in written:
+        console.print(f"wrote {path}", soft_wrap=True, highlight=False)
+    console.print(f"{done} image(s) predicted, {len(failures)} unreadable; output: {out_dir.resolve()}",
+                  soft_wrap=True, highlight=False)
+    if not done:
+        raise RuntimeError(f"none of the {total} input file(s) could be read; see the warnings above")
+    return {"images": done, "failed": len(failures)}

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from torch.utils.data import DataLoader
 
 from backbones.errors import ConfigError
@@ -19,7 +19,7 @@ from .arguments import check_arguments
 from .base import PredictOptions, Predictor
 from .classification import ClassificationPredictor
 from .detection import DetectionPredictor
-from .files import default_output
+from .files import default_output, progress_columns, summarize
 from .inputs import Failure, ImageDataset, ImageFiles, list_images, split_failures
 from .multitask import MultitaskPredictor
 from .segmentation import SegmentationPredictor
@@ -60,12 +60,6 @@ def build_predictor(loaded: LoadedCheckpoint, files: ImageFiles, out_dir: Path, 
     return PREDICTORS[loaded.task](loaded, files, out_dir, options)
 
 
-def _report_failures(failures: list[Failure], console: Console) -> None:
-    if failures:
-        console.print(f"[bold yellow]{len(failures)} unreadable file(s) skipped:[/] "
-                      + ", ".join(f.name for f in sorted(failures, key=lambda f: f.index)), soft_wrap=True)
-
-
 def predict(cfg: DictConfig) -> dict[str, int]:
     """Run the checkpoint `cfg.ckpt` on `cfg.input`; returns {"images": written, "failed": unreadable}."""
     check_arguments(cfg)
@@ -92,9 +86,7 @@ def predict(cfg: DictConfig) -> dict[str, int]:
                   soft_wrap=True, highlight=False)
     failures: list[Failure] = []
     done = 0
-    columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("•"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress, torch.inference_mode():
+    with Progress(*progress_columns(), console=console) as progress, torch.inference_mode():
         bar = progress.add_task("predict", total=len(files.paths))
         for items, failed in loader:
             for f in failed:
@@ -107,11 +99,4 @@ def predict(cfg: DictConfig) -> dict[str, int]:
             progress.advance(bar, len(items) + len(failed))
 
     written = predictor.finish(console) if done else []
-    _report_failures(failures, console)
-    for path in written:
-        console.print(f"wrote {path}", soft_wrap=True, highlight=False)
-    console.print(f"{done} image(s) predicted, {len(failures)} unreadable; output: {out_dir.resolve()}",
-                  soft_wrap=True, highlight=False)
-    if not done:
-        raise RuntimeError(f"none of the {len(files.paths)} input file(s) could be read; see the warnings above")
-    return {"images": done, "failed": len(failures)}
+    return summarize(console, written, failures, done, len(files.paths), out_dir)

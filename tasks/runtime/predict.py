@@ -12,11 +12,20 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from backbones.errors import UserError
 
-from ..prediction.files import Failure, ImageFiles, default_output, list_images, output_names, read_rgb
+from ..prediction.files import (
+    Failure,
+    ImageFiles,
+    default_output,
+    list_images,
+    output_names,
+    progress_columns,
+    read_rgb,
+    summarize,
+)
 from ..prediction.outputs import DetectionFiles, finish_segmentation, top_k, write_classification, write_mask
 from .model import ExportedModel
 from .preprocess import classification_input, pad_to_batch, segmentation_input, to_float
@@ -178,9 +187,7 @@ def predict_exported(cfg: DictConfig) -> dict[str, int]:
                   f"{len(files.paths)} image(s), onnxruntime {', '.join(model.session.get_providers())}",
                   soft_wrap=True, highlight=False)
     done, failed = 0, []
-    columns = (TextColumn("Predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("•"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
+    with Progress(*progress_columns(), console=console) as progress:
         bar = progress.add_task("predict", total=len(files.paths))
         for items, failures in _batches(files, handler.prepare, int(cfg.batch_size) if handler.batched else 1):
             for f in failures:
@@ -191,16 +198,7 @@ def predict_exported(cfg: DictConfig) -> dict[str, int]:
                 done += len(items)
             progress.advance(bar, len(items) + len(failures))
     written = handler.finish(console) if done else []
-    if failed:
-        console.print(f"[bold yellow]{len(failed)} unreadable file(s) skipped:[/] "
-                      + ", ".join(f.name for f in sorted(failed, key=lambda f: f.index)), soft_wrap=True)
-    for path in written:
-        console.print(f"wrote {path}", soft_wrap=True, highlight=False)
-    console.print(f"{done} image(s) predicted, {len(failed)} unreadable; output: {out_dir.resolve()}",
-                  soft_wrap=True, highlight=False)
-    if not done:
-        raise RuntimeError(f"none of the {len(files.paths)} input file(s) could be read; see the warnings above")
-    return {"images": done, "failed": len(failed)}
+    return summarize(console, written, failed, done, len(files.paths), out_dir)
 
 
 __all__: Sequence[str] = ["predict_exported", "resize_bilinear", "softmax"]
