@@ -72,7 +72,8 @@ def test_onnx_export_matches_the_model_at_every_size(task, checkpoint, tmp_path)
 
 @pytest.mark.parametrize("task", ["detection", "instance_segmentation"])
 def test_detection_with_no_detections_runs_in_onnxruntime(task, checkpoint, tmp_path):
-    """Nothing above the score threshold on any input (torchvision's export crashed in onnxruntime there)."""
+    """Nothing above the score threshold on any input (torchvision's export crashed in onnxruntime there), in a
+    graph traced through the path with detections."""
     loaded = load_checkpoint(checkpoint(task))
     model = loaded.module.model.eval()
     model.heads["detection"].roi_heads.score_thresh = 1.01  # no score reaches it
@@ -83,6 +84,16 @@ def test_detection_with_no_detections_runs_in_onnxruntime(task, checkpoint, tmp_
     assert all(c.ok for c in checks) and {c.count for c in checks} == {0}
     boxes = onnx_runner(tmp_path / "none.onnx")(torch.rand(3, 70, 90))[0]
     assert boxes.shape == (0, 4)
+    # the graph was traced with detections (not through NMS's early return on none): with the threshold in the file
+    # set to 0, the same file detects, as the model does at 0
+    from tasks.export.formats import _write_thresholds
+
+    exported = onnx.load(str(tmp_path / "none.onnx"))
+    _write_thresholds(exported, {"model.heads.detection.roi_heads.score_thresh": 0.0})
+    onnx.save(exported, str(tmp_path / "open.onnx"))
+    model.heads["detection"].roi_heads.score_thresh = 0.0
+    checks = compare(graph, onnx_runner(tmp_path / "open.onnx"), inputs)
+    assert all(c.ok for c in checks) and min(c.count for c in checks) > 0
 
 
 @pytest.mark.parametrize("export_format", ["torchscript", "exported_program"])

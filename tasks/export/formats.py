@@ -15,7 +15,7 @@ from torch import Tensor
 
 from backbones.errors import UserError
 
-from .graph import ExportGraph
+from .graph import ExportGraph, open_thresholds
 from .metadata import FILE, KEY, dumps
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "exported_program": ".pt2"}
@@ -42,29 +42,46 @@ def export_onnx(graph: ExportGraph, example: Tensor, path: Path, metadata: dict[
                           f"with half-pixel alignment), e.g. opset={DEFAULT_OPSET}")
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), open_thresholds(graph) as thresholds:
             warnings.simplefilter("ignore")  # tracer and deprecation notices of the legacy exporter: nothing to act on
             torch.onnx.export(graph, (example,), buffer, dynamo=False, opset_version=opset,
                               input_names=[graph.input_name], output_names=graph.output_names,
-                              dynamic_axes=graph.dynamic_axes(), do_constant_folding=True)
+                              dynamic_axes=graph.dynamic_axes(), do_constant_folding=True,
+                              keep_initializers_as_inputs=False)
     except Exception as err:  # noqa: BLE001 - the exporter raises many kinds; each means "this cannot be exported"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ExportError(f"ONNX export at opset {opset} failed: {type(err).__name__}: {first[:400]}. Try another "
                           f"opset (opset=18) or format=torchscript") from err
     model = onnx.load_from_string(buffer.getvalue())
+    _write_thresholds(model, thresholds)
     entry = model.metadata_props.add()
     entry.key, entry.value = KEY, dumps(metadata)
     onnx.save(model, str(path))
 
 
+def _write_thresholds(model: Any, thresholds: dict[str, float]) -> None:
+    """Set the R-CNN score-threshold initializers (traced at -1, `open_thresholds`) to their real values."""
+    from onnx import numpy_helper
+
+    found = {init.name: init for init in model.graph.initializer}
+    for name, value in thresholds.items():
+        if name not in found:
+            raise ExportError(f"internal: the traced graph has no initializer {name}; the score threshold cannot be "
+                              "set (please report this with the torch version)")
+        found[name].CopyFrom(numpy_helper.from_array(np.array(value, dtype=np.float32), name))
+
+
 def export_torchscript(graph: ExportGraph, example: Tensor, path: Path, metadata: dict[str, Any]) -> None:
     """`torch.jit.trace` (as the ONNX export; shapes stay symbolic), the metadata as an extra file."""
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), open_thresholds(graph) as thresholds:
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(graph, (example,), check_trace=False)
     except Exception as err:  # noqa: BLE001
         raise ExportError(f"TorchScript tracing failed: {type(err).__name__}: {str(err)[:400]}") from err
+    state = traced.state_dict()
+    for name, value in thresholds.items():
+        state[name].fill_(value)  # the traced module's own buffer: the real threshold from here on
     torch.jit.save(traced, str(path), _extra_files={FILE: dumps(metadata)})
 
 

@@ -16,11 +16,16 @@ xyxy in the input's pixels, "labels" (n,) int64 in 1..K, "scores" (n,) and, for 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
 from torch import Tensor, nn
 
 from ..multihead import MultiHeadModel
 
 DETECTION_OUTPUTS = ("boxes", "labels", "scores")
+THRESHOLD_BUFFER = "score_thresh"  # the R-CNN's box score threshold, a buffer while exporting (`open_thresholds`)
 
 
 class ExportGraph(nn.Module):
@@ -77,3 +82,40 @@ class ExportGraph(nn.Module):
     def _is_dense(self, output: str) -> bool:
         head = output.rsplit(".", 1)[0] if "." in output else next(iter(self.model.heads))
         return self.model.heads[head].kind == "segmentation"
+
+
+@contextmanager
+def open_thresholds(graph: ExportGraph) -> Iterator[dict[str, float]]:
+    """While tracing, every R-CNN head's box score threshold is a buffer set to -1 (every box passes), so the trace
+    follows the path with detections, and torchvision's `batched_nms` is one without a branch on the number of boxes
+    (its early return on none, traced, would answer "no detections" for every image). Yields {buffer name in the
+    graph's state dict: the real threshold}, which the exporter writes back into the file; the model is restored
+    afterwards."""
+    import torchvision.ops.boxes as box_ops
+
+    real: dict[str, float] = {}
+    heads = [(name, head.roi_heads) for name, head in graph.model.heads.items() if head.kind == "detection"]
+    for name, roi_heads in heads:
+        real[f"model.heads.{name}.roi_heads.{THRESHOLD_BUFFER}"] = float(roi_heads.score_thresh)
+        del roi_heads.score_thresh
+        roi_heads.register_buffer(THRESHOLD_BUFFER, torch.tensor(-1.0), persistent=True)
+    original_nms = box_ops.batched_nms
+    box_ops.batched_nms = _batched_nms  # torchvision's detection code calls it through the module
+    try:
+        yield real
+    finally:
+        box_ops.batched_nms = original_nms
+        for (_, roi_heads), value in zip(heads, real.values()):
+            del roi_heads._buffers[THRESHOLD_BUFFER]
+            roi_heads.score_thresh = value
+
+
+def _batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+    """torchvision's `batched_nms` (its coordinate trick: boxes of different classes offset apart) without its early
+    return on no boxes, and with a maximum that is defined for none: one traced path, right for any number of boxes
+    (an early model or a random one can have none at all while it is traced)."""
+    import torchvision
+
+    max_coordinate = torch.cat([boxes.flatten(), boxes.new_zeros(1)]).max()
+    offsets = idxs.to(boxes) * (max_coordinate + 1)
+    return torchvision.ops.nms(boxes + offsets[:, None], scores, iou_threshold)
