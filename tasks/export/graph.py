@@ -94,7 +94,9 @@ def open_thresholds(graph: ExportGraph) -> Iterator[dict[str, float]]:
     import torchvision.ops.boxes as box_ops
 
     real: dict[str, float] = {}
-    heads = [(name, head.roi_heads) for name, head in graph.model.heads.items() if head.kind == "detection"]
+    model = getattr(graph, "model", None)  # any traceable module works; only a Cerberus model has R-CNN heads
+    heads = [(name, head.roi_heads) for name, head in (model.heads.items() if model is not None else ())
+             if head.kind == "detection"]
     for name, roi_heads in heads:
         real[f"model.heads.{name}.roi_heads.{THRESHOLD_BUFFER}"] = float(roi_heads.score_thresh)
         del roi_heads.score_thresh
