@@ -54,7 +54,21 @@ def _has(labelled: Sequence[str]) -> dict[str, bool]:
     return {head: head in labelled for head in ALL_HEADS}
 
 
-class MaskFolderItems(Dataset):
+class _FolderItems(Dataset):
+    """Items of a folder index (`samples`) that label the heads in `self.has`."""
+
+    index: MaskIndex | FolderIndex
+    has: dict[str, bool]
+
+    def __len__(self) -> int:
+        return len(self.index.samples)
+
+    def labelled(self, head: str) -> int:
+        """How many items have `head`'s label."""
+        return len(self) if self.has[head] else 0
+
+
+class MaskFolderItems(_FolderItems):
     """A mask folder's images (root/<split>/images + masks, its own classes.txt) as multi-task items: "semantic"
     (H, W) int64 in the main json's labels (0 background, 1..K, `ignore_index`), "classes" (K,) the multi-hot of the
     labels its mask shows, no boxes. `lut` maps the folder's pixel values to the main labels."""
@@ -64,12 +78,6 @@ class MaskFolderItems(Dataset):
         self.index, self.lut, self.own_classes, self.num_classes = index, lut, own_classes, num_classes
         self.transform, self.ignore_index, self.has, self.masks = transform, ignore_index, _has(labels), masks
 
-    def __len__(self) -> int:
-        return len(self.index.samples)
-
-    def labelled(self, head: str) -> int:
-        """How many items have `head`'s label."""
-        return len(self) if self.has[head] else 0
 
     def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Any]]:
         image_path, mask_path = self.index.samples[i]
@@ -85,7 +93,7 @@ class MaskFolderItems(Dataset):
         return image.as_subclass(Tensor), target
 
 
-class ImageFolderItems(Dataset):
+class ImageFolderItems(_FolderItems):
     """An ImageFolder's images (root/<split>/<class>/...) as multi-task items: "classes" (K,) one-hot of the folder's
     class in the main json's order (`label_of[folder class index]` in 1..K), no boxes, no class mask."""
 
@@ -94,12 +102,6 @@ class ImageFolderItems(Dataset):
         self.index, self.label_of, self.num_classes = index, list(label_of), num_classes
         self.transform, self.has, self.masks = transform, _has(labels), masks
 
-    def __len__(self) -> int:
-        return len(self.index.samples)
-
-    def labelled(self, head: str) -> int:
-        """How many items have `head`'s label."""
-        return len(self) if self.has[head] else 0
 
     def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Any]]:
         path, folder_class = self.index.samples[i]

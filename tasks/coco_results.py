@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
+MASK_THRESHOLD = 0.5  # Mask R-CNN's mask probabilities -> binary masks, as torchvision's and detectron2's evaluation
+
 
 def mask_rle(mask: np.ndarray) -> dict[str, Any]:
     """(H, W) bool mask -> COCO's compressed RLE `{"size": [H, W], "counts": str}` (json-ready)."""

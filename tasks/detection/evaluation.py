@@ -13,7 +13,7 @@ from pycocotools.cocoeval import Params
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 
-from ..coco_results import coco_entries
+from ..coco_results import MASK_THRESHOLD, coco_entries
 
 # faster_coco_eval prints COCO's whole summary table at INFO on every compute(); the metrics are logged anyway
 logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
@@ -22,7 +22,6 @@ logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
 COCO_KEYS = {"AP": "map", "AP50": "map_50", "AP75": "map_75", "APs": "map_small", "APm": "map_medium",
              "APl": "map_large", "AR100": "mar_100"}
 SEGM_PREFIX = "segm/"  # mask metrics are logged as e.g. val/segm/AP beside the box metrics' val/AP
-MASK_THRESHOLD = 0.5  # Mask R-CNN's mask probabilities -> binary masks, as torchvision's and detectron2's evaluation
 # MeanAveragePrecision's list states holding one entry per image (the mask states stay empty for boxes)
 _PER_IMAGE_STATES = ("detection_box", "detection_mask", "detection_scores", "detection_labels", "groundtruth_box",
                      "groundtruth_mask", "groundtruth_labels", "groundtruth_crowds", "groundtruth_area", "image_ids")

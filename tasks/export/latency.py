@@ -90,21 +90,10 @@ def _ort(path: Path, threads: int, rcnn: bool) -> Callable[[torch.Tensor], Any]:
 
 def _calibrate_random(fp32: Path, int8: Path, size: int, images: int = 16) -> None:
     """INT8 with activation ranges from random images: right for timing, not for accuracy."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from .quantize import quantize_static_int8
 
     g = torch.Generator().manual_seed(1)
-    batches = iter([torch.rand(1, 3, size, size, generator=g).numpy() for _ in range(images)])
-
-    class Reader(CalibrationDataReader):
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(batches, None)
-            return None if batch is None else {"images": batch}
-
-    prepared = int8.with_name("pre.onnx")
-    quant_pre_process(str(fp32), str(prepared))
-    quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    quantize_static_int8(fp32, int8, (torch.rand(1, 3, size, size, generator=g).numpy() for _ in range(images)))
 
 
 def percentile(values: Sequence[float], q: float) -> float:

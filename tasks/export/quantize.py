@@ -39,13 +39,16 @@ class Accuracy:
 
 
 def _datamodule(loaded: Any) -> Any:
+    """The run's data module, set up once per loaded checkpoint (calibration and validation share it)."""
     from hydra.utils import instantiate
 
-    datamodule = instantiate(loaded.config.data)
-    datamodule.use_preprocessing(loaded.preprocessing)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    return datamodule
+    if getattr(loaded, "datamodule", None) is None:
+        datamodule = instantiate(loaded.config.data)
+        datamodule.use_preprocessing(loaded.preprocessing)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        loaded.datamodule = datamodule
+    return loaded.datamodule
 
 
 def _batch(images: list[torch.Tensor], loaded: Any) -> np.ndarray:
@@ -63,10 +66,9 @@ def calibration_batches(loaded: Any, num_images: int, seed: int = 0) -> Iterator
         yield _batch([dataset[i][0]], loaded)
 
 
-def quantize_int8(fp32: Path, out: Path, loaded: Any, num_images: int, metadata: dict[str, Any],
-                  method: str = "minmax") -> tuple[float, int]:
-    """Write the static-INT8 model of `fp32` to `out` (QDQ, per-channel int8 weights, uint8 activations calibrated by
-    `method` on `num_images` training images); returns (seconds it took, images calibrated on)."""
+def quantize_static_int8(fp32: Path, out: Path, batches: Iterator[np.ndarray], method: str = "minmax") -> int:
+    """onnxruntime's static INT8 of `fp32` written to `out`: QDQ, per-channel int8 weights, uint8 activations whose
+    ranges `method` calibrates on `batches` (the graph's one input each); returns how many batches it used."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -76,17 +78,11 @@ def quantize_int8(fp32: Path, out: Path, loaded: Any, num_images: int, metadata:
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if loaded.task not in QUANTIZABLE:
-        raise ExportError(f"quantize=int8 is built for {' and '.join(QUANTIZABLE)} models, not {loaded.task}: "
-                          "onnxruntime's static quantizer does not cover the R-CNN's NMS and RoIAlign graph; export "
-                          "FP32 (quantize=null)")
     methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
         raise ExportError(f"calibration.method={method}: use one of {', '.join(methods)}")
-    start = time.perf_counter()
     name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
-    batches = calibration_batches(loaded, num_images)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -108,16 +104,29 @@ def quantize_int8(fp32: Path, out: Path, loaded: Any, num_images: int, metadata:
                         calibrate_method=methods[method])
     finally:
         prepared.unlink(missing_ok=True)
-    if reader.seen == 0:
+    return reader.seen
+
+
+def quantize_int8(fp32: Path, out: Path, loaded: Any, num_images: int, metadata: dict[str, Any],
+                  method: str = "minmax") -> tuple[float, int]:
+    """Write the static-INT8 model of `fp32` to `out` (`quantize_static_int8`) calibrated on `num_images` training
+    images, with the metadata; returns (seconds it took, images calibrated on)."""
+    if loaded.task not in QUANTIZABLE:
+        raise ExportError(f"quantize=int8 is built for {' and '.join(QUANTIZABLE)} models, not {loaded.task}: "
+                          "onnxruntime's static quantizer does not cover the R-CNN's NMS and RoIAlign graph; export "
+                          "FP32 (quantize=null)")
+    start = time.perf_counter()
+    seen = quantize_static_int8(fp32, out, calibration_batches(loaded, num_images), method)
+    if seen == 0:
         raise ExportError("quantize=int8 found no training images to calibrate on; check the run's data options")
     model = onnx.load(str(out))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key = KEY
-    entry.value = dumps({**metadata, "quantization": {"type": "int8-static-qdq", "calibration_images": reader.seen,
+    entry.value = dumps({**metadata, "quantization": {"type": "int8-static-qdq", "calibration_images": seen,
                                                      "calibration_method": method}})
     onnx.save(model, str(out))
-    return time.perf_counter() - start, reader.seen
+    return time.perf_counter() - start, seen
 
 
 def validation_accuracy(fp32: Path, int8: Path, loaded: Any, max_images: int | None = None) -> Accuracy:

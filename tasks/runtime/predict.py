@@ -16,6 +16,7 @@ from rich.progress import Progress
 
 from backbones.errors import UserError
 
+from ..coco_results import MASK_THRESHOLD
 from ..prediction.files import (
     Failure,
     ImageFiles,
@@ -31,7 +32,6 @@ from .model import ExportedModel
 from .preprocess import classification_input, pad_to_batch, segmentation_input, to_float
 
 log = logging.getLogger(__name__)
-MASK_THRESHOLD = 0.5  # tasks.detection.evaluation.MASK_THRESHOLD
 
 
 def softmax(logits: np.ndarray, axis: int) -> np.ndarray:
