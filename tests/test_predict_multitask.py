@@ -175,3 +175,35 @@ def check_nothing_found(tmp_path: Path, rcnn: bool) -> None:
         assert Image.open(tmp_path / "out" / "drawn" / name).size == drawn
     rows = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert [r["labels"] for r in rows] == [[], [], []] and rows[0]["scores"] == {"cat": 0.1, "dog": 0.1}
+
+
+@pytest.mark.parametrize("kind", ["rcnn", "dense"])
+def test_the_exported_joint_model_predicts_the_same_files(kind, predicted, tmp_path):
+    """predict.py on the ONNX export of a joint checkpoint writes what predict.py on the checkpoint wrote."""
+    from test_predict_exported import exported, pictures_agree
+
+    from_ckpt, _, inputs = predicted(kind)
+    onnx_file = exported(trained(kind, from_ckpt.parents[1]), tmp_path)
+    out = tmp_path / "from_onnx"
+    proc = run_predict(f"ckpt={onnx_file}", f"input={inputs}", f"output={out}", "score_threshold=0",
+                       "num_workers=0", cwd=tmp_path)
+    assert_ok(proc)
+    assert "multitask model" in proc.stdout and "3 image(s) predicted, 1 unreadable" in proc.stdout
+    assert_masks_labels_and_drawings(out, inputs)
+    for name in READ:
+        assert np.array_equal(np.asarray(Image.open(from_ckpt / "masks" / name)),
+                              np.asarray(Image.open(out / "masks" / name))), name
+        pictures_agree(from_ckpt / "drawn" / name, out / "drawn" / name)
+    a, b = (json.loads((d / "predictions.json").read_text()) for d in (from_ckpt, out))
+    assert [r["labels"] for r in a] == [r["labels"] for r in b]
+    for x, y in zip(a, b):
+        assert np.allclose(list(x["scores"].values()), list(y["scores"].values()), atol=2e-6)
+    if kind == "rcnn":
+        a, b = (json.loads((d / "detections.json").read_text()) for d in (from_ckpt, out))
+        assert a and len(a) == len(b)
+        for x, y in zip(a, b):
+            assert (x["image_id"], x["category_id"]) == (y["image_id"], y["category_id"])
+            assert np.allclose(x["bbox"], y["bbox"], atol=0.011) and abs(x["score"] - y["score"]) <= 1e-4 + 1e-5
+        assert (from_ckpt / "images.json").read_text() == (out / "images.json").read_text()
+    else:
+        assert not (out / "detections.json").exists()

@@ -24,9 +24,10 @@ class PredictOptions:
     formats: tuple[str, ...] = ("csv", "json")
     score_threshold: float = 0.3
     overlay: bool = True
-    explain: str | None = None  # "gradcam": explanations/<name>.png (classification, segmentation)
+    explain: str | None = None  # "gradcam": explanations/<name>.png (one-head checkpoints)
     explain_class: str | None = None  # the class to explain; None: each image's predicted class
-    explain_level: str | None = None  # the body level Grad-CAM reads; None: the coarsest the head reads
+    explain_level: str | None = None  # the body level Grad-CAM reads; None: the coarsest the head reads (a detector:
+    # the level the box's RoI was pooled from)
 
 
 def prepare_image(image: Image.Image, transform: Callable, keep_original: bool) -> dict[str, Any]:

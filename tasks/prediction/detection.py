@@ -17,6 +17,7 @@ from data.transforms import detection_transforms
 from ..detection.evaluation import binary_masks
 from ..drawing import to_uint8
 from .base import Predictor, prepare_image
+from .explanations import explained_class, write_detection_explanation
 from .files import output_names
 from .outputs import DetectionFiles
 
@@ -33,9 +34,15 @@ class DetectionPredictor(Predictor):
         self.drawn_names = output_names(self.files.names)
         self.files_out = DetectionFiles(self.out_dir, self.loaded.class_names, self.loaded.category_ids,
                                         self.options.score_threshold, self.options.overlay)
+        self.explained = explained_class(self.loaded.class_names, self.options.explain_class)
 
     def forward(self, items: list[dict[str, Any]], device: torch.device) -> list[dict[str, Tensor]]:
         preds = self.loaded.module.predict_step([x["image"].to(device) for x in items], 0)
+        if self.options.explain:  # one image at a time: each map is one detection's score's gradient
+            for x in items:
+                write_detection_explanation(self.loaded.module, x["image"].to(device), self.drawn_names[x["index"]],
+                                            self.out_dir, self.loaded.class_names, self.explained,
+                                            self.options.explain_level)
         return [{k: v.cpu() for k, v in p.items()} for p in preds]
 
     def write(self, item: dict[str, Any], pred: dict[str, Tensor]) -> None:
@@ -45,4 +52,4 @@ class DetectionPredictor(Predictor):
                            self.drawn_names[item["index"]])
 
     def finish(self, console: Console) -> list[Path]:
-        return self.files_out.finish(console)
+        return self.files_out.finish(console) + ([self.out_dir / "explanations"] if self.options.explain else [])

@@ -1,5 +1,5 @@
 """predict.py explain=gradcam: a Grad-CAM heat map per image (`tasks/explain.py`) over the model's input, written
-to explanations/<name>.png with the class it explains."""
+to explanations/<name>.png with the class it explains (a detector: with the box it explains)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from torch import Tensor
 from backbones.errors import ConfigError
 
 from ..drawing import to_uint8
-from ..explain import grad_cam
-from ..pictures import caption, heatmap
+from ..explain import detection_grad_cam, grad_cam
+from ..pictures import caption, class_color, draw_boxes, heatmap
 from .outputs import save_picture
 
 
@@ -38,4 +38,24 @@ def write_explanations(module: Any, images: Tensor, predicted: Sequence[int], si
         save_picture(caption(picture, f"Grad-CAM: {class_names[target]}"), out_dir / "explanations" / name)
 
 
-__all__ = ["explained_class", "write_explanations"]
+def write_detection_explanation(module: Any, image: Tensor, name: str, out_dir: Path, class_names: Sequence[str],
+                                fixed: int | None, level: str | None = None) -> None:
+    """Grad-CAM of the best detection in `image` ((3, H, W) in [0, 1]), of class `fixed` (an index into
+    `class_names`) when given, with its box and "class score (level)"; without such a detection the image is
+    written with a caption that says so."""
+    explained = detection_grad_cam(module.model, image, None if fixed is None else fixed + 1, level)
+    picture = to_uint8(image).permute(1, 2, 0).numpy()
+    if explained is None:
+        wanted = "" if fixed is None else f"{class_names[fixed]} "
+        save_picture(caption(picture, f"Grad-CAM: no {wanted}detection to explain"), out_dir / "explanations" / name)
+        return
+    drawn = heatmap(picture, explained.cam.cpu().numpy())
+    scale = drawn.shape[1] / picture.shape[1]  # heatmap enlarges small images; the box follows
+    label = class_names[explained.label - 1] if 1 <= explained.label <= len(class_names) else str(explained.label)
+    drawn = draw_boxes(drawn, explained.box.cpu().numpy()[None] * scale, [class_color(explained.label)],
+                       [f"{label} {explained.score:.2f}"])
+    save_picture(caption(drawn, f"Grad-CAM: {label} {explained.score:.2f} (level {explained.level})"),
+                 out_dir / "explanations" / name)
+
+
+__all__ = ["explained_class", "write_detection_explanation", "write_explanations"]

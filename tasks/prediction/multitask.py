@@ -5,7 +5,7 @@ image with everything together.
     segmentation                                    masks/*.png, class-index masks at each image's size
                                                     (`SegmentationPredictor`; value 0 is background)
     classification                                  predictions.csv / .json: the labels whose probability is at
-                                                    least LABEL_THRESHOLD, and every class probability
+                                                    least outputs.LABEL_THRESHOLD, and every class probability
     overlay=true                                    drawn/*.png: the class mask blended over the image, the boxes
                                                     (and instance masks) with names and scores, the labels on top
 
@@ -14,31 +14,22 @@ A head the checkpoint does not have writes nothing.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
-from rich.table import Table
 from torch import Tensor
 
-from ..detection.visualize import draw_upscaled
-from ..drawing import save_png, to_uint8
-from ..pictures import caption
-from ..segmentation.visualize import overlay_mask
+from ..detection.evaluation import binary_masks
+from ..drawing import to_uint8
 from .base import Predictor, prepare_image
 from .detection import DetectionPredictor
 from .files import output_names
-from .outputs import SHOWN_ROWS, unpainted
+from .outputs import draw_joint, save_picture, write_labels
 from .segmentation import SegmentationPredictor
-
-# classification: an image has every category whose sigmoid probability is at least this (predict.py has no option
-# for it: its score_threshold is the boxes')
-LABEL_THRESHOLD = 0.5
 
 
 class _Computed:
@@ -124,23 +115,21 @@ class MultitaskPredictor(Predictor):
         if "probs" in output:
             self.labels.append((self.name(item), output["probs"].tolist()))
         if self.options.overlay:
-            save_png(self.draw(item["image"], output), self.out_dir / "drawn" / self.drawn_names[item["index"]])
+            save_picture(self.draw(item["image"], output), self.out_dir / "drawn" / self.drawn_names[item["index"]])
 
-    def draw(self, image: Tensor, output: dict[str, Any]) -> Tensor:
-        """(3, H, W) image in [0, 1] -> (3, H', W') uint8: the class mask blended over it, enlarged as the detection
-        predictor draws (under 256 px), the boxes (and instance masks), the labels at the top."""
-        if "mask" in output:
-            names = self.segmentation.loaded.class_names
-            painted = overlay_mask(to_uint8(image), output["mask"].long(), len(names), unpainted(names))
-            image = painted.float() / 255
-        detections = output.get("detections") or {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
-                                                  "labels": torch.zeros(0, dtype=torch.int64)}
-        drawn = draw_upscaled(image, detections, None, self.loaded.class_names, self.options.score_threshold)
-        if "probs" in output:
-            found = [f"{n} {p:.2f}" for n, p in zip(self.loaded.class_names, output["probs"].tolist())
-                     if p >= LABEL_THRESHOLD]
-            drawn = write_caption(drawn, ", ".join(found) if found else f"no label >= {LABEL_THRESHOLD}")
-        return drawn
+    def draw(self, image: Tensor, output: dict[str, Any]) -> Any:
+        """(3, H, W) image in [0, 1] -> (H', W', 3) uint8 (`outputs.draw_joint`)."""
+        detections = None
+        if "detections" in output:
+            d = output["detections"]
+            detections = {k: d[k].numpy() for k in ("labels", "scores")} | {"boxes": d["boxes"].float().numpy()}
+            if "masks" in d:
+                detections["masks"] = binary_masks(d["masks"]).numpy()
+        return draw_joint(to_uint8(image).permute(1, 2, 0).numpy(), self.loaded.class_names,
+                          self.options.score_threshold,
+                          output["mask"].numpy() if "mask" in output else None,
+                          self.segmentation.loaded.class_names if self.segmentation is not None else (),
+                          detections, output["probs"].tolist() if "probs" in output else None)
 
     def finish(self, console: Console) -> list[Path]:
         written: list[Path] = []
@@ -149,38 +138,5 @@ class MultitaskPredictor(Predictor):
         if self.segmentation is not None:
             written += self.segmentation.finish(console)
         if self.classification_head:
-            written += self._write_labels(console)
+            written += write_labels(self.out_dir, self.labels, self.loaded.class_names, self.options.formats, console)
         return written + ([self.out_dir / "drawn"] if self.options.overlay else [])
-
-    def _write_labels(self, console: Console) -> list[Path]:
-        names = self.loaded.class_names
-        rows = [(file, [n for n, p in zip(names, probs) if p >= LABEL_THRESHOLD], probs) for file, probs in self.labels]
-        written = []
-        if "csv" in self.options.formats:  # labels joined by ";" (a class name may hold spaces), then each class
-            path = self.out_dir / "predictions.csv"
-            with path.open("w", newline="") as f:
-                writer = csv.writer(f)
-                writer.writerow(["file", "labels", *names])
-                for file, labels, probs in rows:
-                    writer.writerow([file, ";".join(labels), *(f"{p:.6f}" for p in probs)])
-            written.append(path)
-        if "json" in self.options.formats:
-            path = self.out_dir / "predictions.json"
-            path.write_text(json.dumps([{"file": file, "labels": labels,
-                                         "scores": {n: round(p, 6) for n, p in zip(names, probs)}}
-                                        for file, labels, probs in rows], indent=1))
-            written.append(path)
-        table = Table(title=f"Labels (probability >= {LABEL_THRESHOLD})"
-                      + (f" (first {SHOWN_ROWS})" if len(rows) > SHOWN_ROWS else ""))
-        table.add_column("file", overflow="fold")
-        table.add_column("labels")
-        for file, labels, probs in rows[:SHOWN_ROWS]:
-            table.add_row(file, ", ".join(f"{n} {p:.3f}" for n, p in zip(names, probs) if n in labels) or "-")
-        console.print(table)
-        return written
-
-
-def write_caption(picture: Tensor, text: str) -> Tensor:
-    """(3, H, W) uint8 -> a copy with `text` on a dark band at its top left (`pictures.caption`)."""
-    out = caption(picture.permute(1, 2, 0).numpy(), text)
-    return torch.from_numpy(out).permute(2, 0, 1).contiguous()

@@ -19,6 +19,9 @@ from .. import pictures
 from ..coco_results import coco_entries
 
 SHOWN_ROWS, SHOWN_LABELS = 20, 3  # the printed table; the files have every row and all k labels
+# a joint model's classification head: an image has every category whose sigmoid probability is at least this
+# (predict.py has no option for it: its score_threshold is the boxes')
+LABEL_THRESHOLD = 0.5
 
 Row = tuple[str, list[str], list[float]]  # file, its k labels, their probabilities
 
@@ -126,3 +129,53 @@ class DetectionFiles:
         console.print(f"{len(self.results)} detection(s) scoring >= {self.score_threshold} "
                       f"on {len(self.images)} image(s)", highlight=False)
         return [detections, images] + ([self.out_dir / "drawn"] if self.draw else [])
+
+
+def draw_joint(image: np.ndarray, class_names: Sequence[str], score_threshold: float, mask: np.ndarray | None = None,
+               mask_names: Sequence[str] = (), detections: dict[str, np.ndarray] | None = None,
+               probs: Sequence[float] | None = None) -> np.ndarray:
+    """A joint model's one picture of an (H, W, 3) uint8 image: the (H, W) class `mask` (values index `mask_names`)
+    blended over it, then enlarged as detections are drawn (under 256 px), the `detections` ("boxes", "labels",
+    "scores"[, "masks" (M, H, W) bool]) with names and scores, and the labels whose `probs` reach LABEL_THRESHOLD on
+    top."""
+    if mask is not None:
+        image = pictures.overlay_classes(image, mask, len(mask_names), unpainted(mask_names))
+    d = detections or {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
+                       "scores": np.zeros(0, np.float32)}
+    drawn = pictures.draw_upscaled(image, d["boxes"], d["labels"], d["scores"], class_names, d.get("masks"),
+                                   score_threshold)
+    if probs is not None:
+        found = [f"{n} {p:.2f}" for n, p in zip(class_names, probs) if p >= LABEL_THRESHOLD]
+        drawn = pictures.caption(drawn, ", ".join(found) if found else f"no label >= {LABEL_THRESHOLD}")
+    return drawn
+
+
+def write_labels(out_dir: Path, rows: Sequence[tuple[str, Sequence[float]]], class_names: Sequence[str],
+                 formats: Sequence[str], console: Console) -> list[Path]:
+    """A joint model's multi-label classification: predictions.csv (file, the labels reaching LABEL_THRESHOLD
+    joined by ";", every class probability) and / or predictions.json, and a printed table."""
+    names = list(class_names)
+    labelled = [(file, [n for n, p in zip(names, probs) if p >= LABEL_THRESHOLD], list(probs)) for file, probs in rows]
+    written = []
+    if "csv" in formats:  # labels joined by ";" (a class name may hold spaces), then each class
+        path = out_dir / "predictions.csv"
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "labels", *names])
+            for file, labels, probs in labelled:
+                writer.writerow([file, ";".join(labels), *(f"{p:.6f}" for p in probs)])
+        written.append(path)
+    if "json" in formats:
+        path = out_dir / "predictions.json"
+        path.write_text(json.dumps([{"file": file, "labels": labels,
+                                     "scores": {n: round(p, 6) for n, p in zip(names, probs)}}
+                                    for file, labels, probs in labelled], indent=1))
+        written.append(path)
+    table = Table(title=f"Labels (probability >= {LABEL_THRESHOLD})"
+                  + (f" (first {SHOWN_ROWS})" if len(labelled) > SHOWN_ROWS else ""))
+    table.add_column("file", overflow="fold")
+    table.add_column("labels")
+    for file, labels, probs in labelled[:SHOWN_ROWS]:
+        table.add_row(file, ", ".join(f"{n} {p:.3f}" for n, p in zip(names, probs) if n in labels) or "-")
+    console.print(table)
+    return written

@@ -67,9 +67,9 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     files = list_images(cfg.input)  # before the model: a wrong path or device fails at once
     device = resolve_device(str(cfg.device))
     loaded = load_checkpoint(cfg.ckpt)
-    if options.explain and loaded.task not in ("classification", "segmentation"):
-        raise ConfigError(f"explain={options.explain} is built for classification and segmentation checkpoints, not "
-                          f"{loaded.task}")
+    if options.explain and loaded.task == "multitask":
+        raise ConfigError(f"explain={options.explain} is built for one-head checkpoints (classification, segmentation, "
+                          f"detection, instance_segmentation), not {loaded.task}")
     module = loaded.module.to(device)
     if getattr(module, "channels_last", False):
         module.model.to(memory_format=torch.channels_last)

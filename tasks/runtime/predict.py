@@ -27,7 +27,16 @@ from ..prediction.files import (
     read_rgb,
     summarize,
 )
-from ..prediction.outputs import DetectionFiles, finish_segmentation, top_k, write_classification, write_mask
+from ..prediction.outputs import (
+    DetectionFiles,
+    draw_joint,
+    finish_segmentation,
+    save_picture,
+    top_k,
+    write_classification,
+    write_labels,
+    write_mask,
+)
 from .model import ExportedModel
 from .preprocess import classification_input, pad_to_batch, segmentation_input, to_float
 
@@ -148,8 +157,76 @@ class Detection(Handler):
         return self.out.finish(console)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-logits))
+
+
+class Multitask(Handler):
+    """A joint model's heads (the file's `heads`: name -> kind), each writing what its checkpoint predictor writes
+    (`tasks/prediction/multitask.py`), and one picture with everything. One image per call: with an R-CNN head the
+    graph takes one image; without one, an image padded alone is what the checkpoint predictor's per-size batches
+    give each image."""
+
+    batched = False
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        heads: dict[str, str] = dict(self.meta["heads"])
+        several = len(heads) > 1
+        self.names = {kind: name for name, kind in heads.items()}  # kind -> head name
+        self.output = lambda kind, leaf: f"{self.names[kind]}.{leaf}" if several else leaf
+        self.rcnn = next((k for k in ("detection", "instance_segmentation") if k in self.names), None)
+        self.mask_names = ["background", *self.class_names]  # the joint segmentation head's classes
+        self.png_names = output_names(self.files.names)
+        self.seg_count = 0
+        self.labels: list[tuple[str, list[float]]] = []
+        self.detections = (DetectionFiles(self.out_dir, self.class_names, self.meta.get("category_ids"),
+                                          float(self.cfg.score_threshold), False) if self.rcnn else None)
+
+    def prepare(self, image: Image.Image) -> dict[str, Any]:
+        return {"input": to_float(image), "original": np.asarray(image, dtype=np.uint8)}
+
+    def run(self, items: list[dict[str, Any]]) -> None:
+        for item in items:
+            x = item["input"]
+            out = self.model(x if self.rcnn else pad_to_batch([x], self.record["size_divisibility"],
+                                                             self.record["mean"]))
+            i, (h, w) = item["index"], x.shape[-2:]
+            detections, mask, probs = None, None, None
+            if self.rcnn:
+                detections = {k: out[self.output(self.rcnn, k)] for k in ("boxes", "labels", "scores")}
+                if self.output(self.rcnn, "masks") in out:
+                    detections["masks"] = out[self.output(self.rcnn, "masks")][:, 0] > MASK_THRESHOLD
+                self.detections.add(i + 1, self.files.names[i], item["original"], detections["boxes"],
+                                    detections["labels"], detections["scores"], detections.get("masks"), "")
+            if "segmentation" in self.names:
+                logits = out[self.output("segmentation", "logits")][0, :, :h, :w]  # the padding cropped
+                mask = softmax(logits, 0).argmax(0).astype(np.uint8)
+                write_mask(self.out_dir, self.png_names[i], mask, None, self.mask_names)
+                self.seg_count += 1
+            if "classification" in self.names:
+                probs = sigmoid(out[self.output("classification", "logits")][0]).tolist()
+                self.labels.append((self.files.names[i], probs))
+            if self.cfg.overlay:
+                drawn = draw_joint(item["original"], self.class_names, float(self.cfg.score_threshold), mask,
+                                   self.mask_names, detections, probs)
+                save_picture(drawn, self.out_dir / "drawn" / self.png_names[i])
+
+    def finish(self, console: Console) -> list[Path]:
+        written: list[Path] = []
+        if self.detections is not None:
+            written += self.detections.finish(console)
+        if "segmentation" in self.names:
+            written += finish_segmentation(self.out_dir, self.seg_count, self.mask_names, False, console)
+        if "classification" in self.names:
+            formats = [self.cfg.formats] if isinstance(self.cfg.formats, str) else list(self.cfg.formats)
+            written += write_labels(self.out_dir, self.labels, self.class_names, formats, console)
+        return written + ([self.out_dir / "drawn"] if self.cfg.overlay else [])
+
+
 HANDLERS: dict[str, type[Handler]] = {"classification": Classification, "segmentation": Segmentation,
-                                      "detection": Detection, "instance_segmentation": Detection}
+                                      "detection": Detection, "instance_segmentation": Detection,
+                                      "multitask": Multitask}
 
 
 def _batches(files: ImageFiles, prepare: Callable[[Image.Image], dict[str, Any]], size: int,
