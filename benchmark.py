@@ -7,6 +7,7 @@ same torchvision models, same in-memory data and batch size, in one process.
     uv run python benchmark.py --multitask                      # joint model vs one single-head model per head
     uv run python benchmark.py --latency                        # ResNet-50 classifier: eager vs onnxruntime FP32 / INT8
     uv run python benchmark.py --latency --task segmentation    # P50/P95/P99, throughput, peak memory
+    uv run python benchmark.py --recipes defaults plain --kinds thin glyphs   # recipes x dataset kinds, mIoU
 
 classification: Cerberus' training against a hand-written loop over the same torchvision ResNet.
 detection: Cerberus' training and inference against torchvision's own `fasterrcnn_resnet50_fpn` construction
@@ -559,8 +560,20 @@ def main() -> None:
                              "PyTorch eager, onnxruntime FP32 and INT8 for --task, plus peak memory")
     parser.add_argument("--requests", type=int, default=30, help="--latency: batch-1 requests per round")
     parser.add_argument("--rounds", type=int, default=5, help="--latency: rounds (backends interleaved)")
+    parser.add_argument("--recipes", nargs="*", default=None,
+                        help="segmentation recipes (default: all of them) trained on each dataset kind next to a plain "
+                             "smp loop: one table of test mIoU and seconds")
+    parser.add_argument("--kinds", nargs="+", default=None, help="--recipes: dataset kinds (default: all)")
+    parser.add_argument("--epochs", type=int, default=12, help="--recipes: epochs of every run")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.recipes is not None:
+        from data.kinds import KINDS
+        from tasks.recipes import SEGMENTATION_RECIPES, main_recipes
+
+        print(main_recipes(args.kinds or KINDS, args.recipes or list(SEGMENTATION_RECIPES), args.epochs, args.seed,
+                           args.override, task=args.task if args.task != "classification" else "segmentation"))
+        return
     if args.latency:
         from tasks.export.latency import main_latency
 

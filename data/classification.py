@@ -13,7 +13,7 @@ from .preprocessing import Preprocessing
 from .scale import check_classification_size, validate_size
 from .splits import STAGE_SPLITS, SplitDataModule, split_folder
 from .synthetic import synthetic_classification
-from .transforms import classification_transforms
+from .transforms import augment_options, classification_transforms
 
 
 class ImageFolderDataModule(SplitDataModule):
@@ -46,7 +46,7 @@ class ImageFolderDataModule(SplitDataModule):
         self.root = Path(root).expanduser() if root is not None else None
         self.synthetic = dict(synthetic) if synthetic else None
         self.image_size = validate_size("data.image_size", image_size)
-        self.augment = dict(augment or {})
+        self.augment_enabled, self.augment = augment_options(augment, "classification")
         self._splits: dict[str, FolderIndex] = {}
         self._sizes_checked = False
 
@@ -88,7 +88,7 @@ class ImageFolderDataModule(SplitDataModule):
 
     def dataset(self, split: str, train: bool) -> ImageFolderDataset:
         record = self.record
-        if train:
+        if train and self.augment_enabled:
             augment = {k: v for k, v in self.augment.items() if k != "crop_pct"}
             tf = classification_transforms(True, int(record.size), **augment)
         else:

@@ -10,8 +10,8 @@ from typing import Any
 
 from .coco import CocoIndex, check_annotated, load_coco
 from .errors import DataError
+from .kinds import synthetic_detection_kind
 from .splits import SPLITS
-from .synthetic import synthetic_detection
 
 
 class CocoSource:
@@ -22,7 +22,8 @@ class CocoSource:
         root: dataset folder; `None` with no explicit paths and `synthetic` set means "generate the synthetic set".
         train_images, train_annotations, val_images, ..., test_annotations: explicit paths per split.
         drop_bad_boxes: drop boxes outside the image or under 1 px (counted in a warning) instead of failing.
-        synthetic: arguments of `data.synthetic.synthetic_detection`.
+        synthetic: arguments of `data.kinds.synthetic_detection_kind`: `kind` (shapes, thin, imbalance, similar,
+            small, glyphs; default shapes, `data.synthetic.synthetic_detection`) and its options.
         segmentation: keep and require each annotation's polygons / RLE.
     """
 
@@ -51,7 +52,7 @@ class CocoSource:
     def prepare(self) -> None:
         """Generate the synthetic set on first use (idempotent)."""
         if self.root is None and self.synthetic is not None:
-            self.root = synthetic_detection(**self.synthetic)
+            self.root = synthetic_detection_kind(**self.synthetic)
 
     def paths(self, split: str) -> tuple[Path, Path]:
         """(images folder, annotation json) of `split`."""

@@ -19,7 +19,7 @@ from .images import load_rgb
 from .masks import instance_masks
 from .scale import check_detection_size
 from .splits import SPLITS, STAGE_SPLITS, SplitDataModule
-from .transforms import detection_transforms
+from .transforms import augment_options, detection_transforms
 
 
 def collate(batch: list[tuple[Tensor, dict[str, Any]]]) -> tuple[tuple[Tensor, ...], tuple[dict[str, Any], ...]]:
@@ -70,7 +70,7 @@ class CocoDetectionDataModule(SplitDataModule):
 
     Args:
         root, source: the `CocoSource`'s arguments (`train_images`, `train_annotations`, ..., `drop_bad_boxes`,
-            `synthetic`).
+            `synthetic`: the generated set's `kind` and options, see `data.kinds.synthetic_detection_kind`).
         augment: options of `detection_transforms` for training (hflip, photometric, zoom_out, max_zoom, iou_crop).
         model_min_size: the detector's `task.model.min_size`, only to say at setup when it is far from the
             images' own size (conf/task_data/coco_detection.yaml fills it in).
@@ -96,7 +96,7 @@ class CocoDetectionDataModule(SplitDataModule):
         # the paths per split, drop_bad_boxes, synthetic; masks need each annotation's polygons / RLE
         self.source = CocoSource(root, segmentation=masks, **source)
         self.masks = masks
-        self.augment = dict(augment or {})
+        _, self.augment = augment_options(augment, "detection")
         self.model_min_size = model_min_size
         self._sizes_checked = False
 

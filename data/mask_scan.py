@@ -1,13 +1,17 @@
 """Every mask of a split decoded once when training sets up (in threads; PNG decoding releases the GIL), so a
-bad mask stops the run before the first step instead of mid-epoch, and masks without a labelled pixel are
-counted (`report_unlabelled`)."""
+bad mask stops the run before the first step instead of mid-epoch, masks without a labelled pixel are
+counted (`report_unlabelled`), and the labelled pixels of each class are summed on the way (`PixelCounts`, for
+`task.module.loss.class_weights: auto`) at no second read."""
 
 from __future__ import annotations
 
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .errors import RAISE, DataError, Problems
 from .images import header_size
@@ -16,22 +20,57 @@ from .masks import MaskIndex, check_pair, report_unlabelled
 log = logging.getLogger("data")
 
 
-def _check(pair: tuple[Path, Path], num_classes: int, ignore_index: int) -> tuple[Problems, bool]:
-    """(the pair's problems, whether its mask has no labelled pixel); the image is measured from its header."""
+@dataclass
+class PixelCounts:
+    """Labelled pixels of a split's masks: `pixels[c]` of class c, and `image_pixels[c]` of the masks in which
+    class c occurs (median-frequency balancing's denominator); (K,) int64 each. Pixels of `ignore_index` (and
+    values that are not a class) count in neither."""
+
+    pixels: np.ndarray
+    image_pixels: np.ndarray
+    masks: int = 0
+
+    @classmethod
+    def zeros(cls, num_classes: int) -> PixelCounts:
+        return cls(np.zeros(num_classes, np.int64), np.zeros(num_classes, np.int64))
+
+    def add(self, counts: np.ndarray) -> None:
+        """Add one mask's (K,) class counts."""
+        self.pixels += counts
+        self.image_pixels += np.where(counts > 0, counts.sum(), 0)
+        self.masks += 1
+
+
+def class_counts(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K,) int64 pixels of each class 0..K-1 in the (H, W) `mask`."""
+    if mask.dtype in (np.uint8, np.uint16):  # at most 65536 bins: count every value in one pass, keep the classes'
+        return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes].astype(np.int64)
+    values = mask[(mask >= 0) & (mask < num_classes)]  # wider masks: an ignore value of 2**31 must not size the bins
+    return np.bincount(values.astype(np.int64), minlength=num_classes)
+
+
+def _check(pair: tuple[Path, Path], num_classes: int, ignore_index: int) -> tuple[Problems, bool, np.ndarray | None]:
+    """(the pair's problems, whether its mask has no labelled pixel, its (K,) class counts or None when it could
+    not be read); the image is measured from its header."""
     image_path, mask_path = pair
     local = Problems(strict=False)
     mask = check_pair(mask_path, image_path, header_size(image_path), num_classes, ignore_index, local)
-    return local, mask is not None and mask.size > 0 and bool((mask == ignore_index).all())
+    counts = None if mask is None else class_counts(mask, num_classes)
+    return local, mask is not None and mask.size > 0 and bool((mask == ignore_index).all()), counts
 
 
 def scan_masks(index: MaskIndex, num_classes: int, ignore_index: int, workers: int = 1,
-               problems: Problems = RAISE) -> None:
+               problems: Problems = RAISE) -> PixelCounts:
     """Check every mask of `index` (readable, not JPEG, single-channel, its image's size, class values) and
     report masks that are all `ignore_index`. Strict `problems`: raise the first error, saying how many
-    more there are."""
+    more there are. Returns the labelled pixels per class of the masks that could be read."""
     start = time.perf_counter()
+    totals, results = PixelCounts.zeros(num_classes), []
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(pool.map(lambda pair: _check(pair, num_classes, ignore_index), index.samples))
+        for local, empty, counts in pool.map(lambda pair: _check(pair, num_classes, ignore_index), index.samples):
+            results.append((local, empty))  # summed as they come: no (masks, K) table is held
+            if counts is not None:
+                totals.add(counts)
     found = Problems(strict=False)
     for local, _ in results:
         found.extend(local)
@@ -47,3 +86,4 @@ def scan_masks(index: MaskIndex, num_classes: int, ignore_index: int, workers: i
     report_unlabelled(index.split_dir / "masks", unlabelled, len(index.samples), ignore_index, problems)
     n = len(index.samples)
     log.info("checked %d mask%s of %s in %.1f s", n, "s" * (n != 1), index.split_dir, time.perf_counter() - start)
+    return totals

@@ -22,6 +22,7 @@ from .errors import RAISE, Problems
 from .masks import check_classes
 from .multitask_sources import ExtraSource
 from .splits import SplitDataModule
+from .transforms import augment_options
 
 log = logging.getLogger(__name__)
 HEADS = ("detection", "instance_segmentation", "segmentation", "classification")
@@ -145,7 +146,7 @@ class MultiTaskCocoDataModule(SplitDataModule):
             raise ValueError(f"data.hide_labels takes heads {', '.join(HEADS)} with fractions in [0, 1], got "
                              f"{dict(self.hide_labels)}")
         self.hide_seed = hide_seed
-        self.augment = dict(augment or {})
+        _, self.augment = augment_options(augment, "detection")
         self.extra = [ExtraSource(options, i) for i, options in enumerate(extra_train or ())]
         self._extra_loaded = False
 

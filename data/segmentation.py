@@ -4,7 +4,8 @@ COCO instance annotations painted into class-index masks."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,19 +17,22 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from .class_names import background_classes
 from .coco import CocoIndex, check_image_size
 from .coco_source import CocoSource
 from .errors import RAISE, DataError, Problems
+from .flip_check import checked_hflip
 from .images import load_rgb, sample_sizes
-from .mask_scan import scan_masks
+from .kinds import synthetic_segmentation_kind
+from .mask_scan import PixelCounts, class_counts, scan_masks
 from .masks import MaskIndex, check_classes, coco_mask, read_classes, read_mask, scan_mask_split
 from .preprocessing import Preprocessing, pad_to_batch
 from .scale import check_segmentation_sizes, median_short_side, to_multiple, validate_size
 from .splits import SPLITS, STAGE_SPLITS, SplitDataModule, split_folder
-from .synthetic import synthetic_segmentation
-from .transforms import segmentation_transforms
+from .transforms import augment_options, segmentation_transforms
 
 log = logging.getLogger("data")
+FLIP_CHECK_MASKS = 100  # training masks the flip check reads (spread over the split)
 
 
 def collate(batch: Sequence[tuple[Tensor, Tensor]], record: Preprocessing) -> tuple[Tensor, Tensor]:
@@ -108,7 +112,9 @@ class SegmentationLoading:
             raise DataError(f"data.ignore_index must be a pixel value >= 0 (got {ignore_index})")
         self.image_size = validate_size("data.image_size", image_size, optional=True)
         self.eval_size = validate_size("data.eval_size", eval_size, optional=True)
-        self.augment = dict(augment or {})
+        _, self.augment = augment_options(augment, "segmentation")
+        self.flip_check = bool(self.augment.pop("flip_check", True))
+        self._hflip: float | None = None  # the training flip probability after the flip check
         self.ignore_index = ignore_index
         self._crop: int | None = None
         self._sizes_checked = False
@@ -152,7 +158,21 @@ class SegmentationLoading:
         if not train:
             return self.record.eval_transform()
         return segmentation_transforms(True, self.crop_size, eval_size=self.record.size,
-                                       ignore_index=self.ignore_index, **self.augment)
+                                       ignore_index=self.ignore_index, **{**self.augment, "hflip": self.hflip})
+
+    @property
+    def hflip(self) -> float:
+        """`augment.hflip`, or 0 when `augment.flip_check` finds classes with a handedness in the training masks
+        (`data/flip_check.py`); checked once."""
+        if self._hflip is None:
+            hflip = float(self.augment.get("hflip", 0.5))
+            if self.flip_check and hflip > 0:
+                names = self.class_names
+                hflip = checked_hflip(hflip, self.sample_masks(FLIP_CHECK_MASKS), names, background_classes(names))
+            self._hflip = hflip
+        return self._hflip
+
+    sample_masks: Callable[[int], Iterator[np.ndarray]]  # up to n training masks (H, W), spread over the split
 
     def collate(self) -> Callable:
         return partial(collate, record=self.record)
@@ -171,7 +191,8 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
             jittered by `augment.scale`); None: each image's own size.
         augment: options of `segmentation_transforms` for training (scale, hflip, photometric).
         ignore_index: the mask value of unlabelled pixels (and of padding), counted in no loss or metric.
-        synthetic: arguments of `data.synthetic.synthetic_segmentation`.
+        synthetic: arguments of `data.kinds.synthetic_segmentation_kind`: `kind` (shapes, thin, imbalance, similar,
+            small, glyphs; default shapes, `data.synthetic.synthetic_segmentation`) and its options.
     """
 
     def __init__(
@@ -200,12 +221,13 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
         self._class_names: list[str] | None = None
         self._splits: dict[str, MaskIndex] = {}
         self._scanned: set[Path] = set()
+        self._pixel_counts: dict[Path, PixelCounts] = {}  # split folder -> its masks' labelled pixels per class
         self._train_sizes: list[tuple[int, int]] | None = None
 
     def prepare_data(self) -> None:
         """Generate the synthetic set on first use (idempotent; runs on one process per node)."""
         if self.root is None and self.synthetic is not None:
-            self.root = synthetic_segmentation(**self.synthetic)
+            self.root = synthetic_segmentation_kind(**self.synthetic)
 
     @property
     def class_names(self) -> list[str]:
@@ -238,8 +260,21 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
             index = self._index(split)
             if index.split_dir not in self._scanned:  # test on val: scanned once
                 self._scanned.add(index.split_dir)
-                scan_masks(index, num_classes, self.ignore_index, max(1, self.num_workers))
+                self._pixel_counts[index.split_dir] = scan_masks(index, num_classes, self.ignore_index,
+                                                                 max(1, self.num_workers))
         self._check_sizes_once()
+
+    def sample_masks(self, n: int) -> Iterator[np.ndarray]:
+        samples = self._index("train").samples
+        for i in np.linspace(0, len(samples) - 1, min(n, len(samples))).round().astype(int):
+            yield np.asarray(Image.open(samples[i][1]))
+
+    def class_pixel_counts(self) -> PixelCounts:
+        """The training masks' labelled pixels per class (`class_weights: auto`), from the scan of `setup`."""
+        split_dir = self._index("train").split_dir
+        if split_dir not in self._pixel_counts:
+            self.setup("fit")
+        return self._pixel_counts[split_dir]
 
     def dataset(self, split: str, train: bool) -> MaskFolderDataset:
         return MaskFolderDataset(self._index(split), len(self.class_names), self.transform(train), self.ignore_index)
@@ -253,7 +288,7 @@ class CocoSegmentationDataModule(SegmentationLoading, SplitDataModule):
     Batches are `(images (B, 3, H, W) float, masks (B, H, W) int64)`, see `collate`.
 
     Args: the transform and padding options of `MaskDataModule`; the paths, `drop_bad_boxes` and `synthetic`
-    (arguments of `synthetic_detection`, whose annotations carry polygons) are the `CocoSource`'s.
+    (arguments of `synthetic_detection_kind`, whose annotations carry polygons) are the `CocoSource`'s.
     """
 
     def __init__(
@@ -298,6 +333,21 @@ class CocoSegmentationDataModule(SegmentationLoading, SplitDataModule):
         for split in STAGE_SPLITS.get(stage or "fit", SPLITS):
             self.source.index(split)
         self._check_sizes_once()
+
+    def sample_masks(self, n: int) -> Iterator[np.ndarray]:
+        images = self.source.index("train").images
+        for i in np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int):
+            yield coco_mask(images[i], len(self.class_names), self.ignore_index)
+
+    def class_pixel_counts(self) -> PixelCounts:
+        """The labelled pixels per class of the training images' painted masks (`class_weights: auto`): each
+        mask painted once, as `CocoSegmentationDataset` paints it."""
+        index, num_classes = self.source.index("train"), len(self.class_names)
+        totals, start = PixelCounts.zeros(num_classes), time.perf_counter()
+        for rec in index.images:
+            totals.add(class_counts(coco_mask(rec, num_classes, self.ignore_index), num_classes))
+        log.info("counted the pixels of %d training masks in %.1f s", totals.masks, time.perf_counter() - start)
+        return totals
 
     def dataset(self, split: str, train: bool) -> CocoSegmentationDataset:
         return CocoSegmentationDataset(self.source.index(split), self.transform(train), self.ignore_index)

@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # bump when the generator's output changes, so caches are rebuilt
 
 
-def _cached(kind: str, version: int, write: Callable[..., None], **args: Any) -> Path:
+def _cached(kind: str, version: int, write: Callable[..., None], /, **args: Any) -> Path:
     """The cache folder of `kind` keyed by `args` and the generator's `version`, written once by
     `write(folder, **args)` if it does not exist yet."""
     root = keyed_dir(kind, {**args, "version": version})
@@ -134,8 +134,8 @@ def visible_instances(objects: list[dict[str, Any]], size: int) -> list[dict[str
     filled = []
     for obj in objects:
         canvas = Image.new("1", (size, size))
-        flat = obj["segmentation"][0]
-        ImageDraw.Draw(canvas).polygon(list(zip(flat[::2], flat[1::2])), fill=1)
+        for flat in obj["segmentation"]:  # one polygon per shape; several for an object in parts (data/kinds.py)
+            ImageDraw.Draw(canvas).polygon(list(zip(flat[::2], flat[1::2])), fill=1)
         filled.append(np.asarray(canvas, dtype=bool))
     shown: list[dict[str, Any]] = []
     for i, obj in enumerate(objects):
@@ -153,27 +153,41 @@ def write_detection(root: Path, *, num_classes: int, counts: dict[str, int], ima
                     max_objects: int, seed: int, visible_masks: bool = False) -> None:
     """Write `root/<split>/<index>.png` and `root/annotations/instances_<split>.json` (COCO instances; with
     `visible_masks` each object's mask is what shows of it, as compressed RLE, see `visible_instances`)."""
+    write_coco_splits(root, SHAPES[:num_classes], counts, image_size, seed,
+                      lambda rng: detection_image(rng, num_classes, image_size, max_objects),
+                      visible_masks=visible_masks, redraw_empty=max_objects > 0)
+
+
+Scene = Callable[[np.random.Generator], tuple[Image.Image, list[dict[str, Any]]]]
+
+
+def write_coco_splits(root: Path, names: Sequence[str], counts: dict[str, int], image_size: int, seed: int,
+                      scene: Scene, *, visible_masks: bool = False, redraw_empty: bool = True,
+                      description: str = "Cerberus synthetic shapes") -> None:
+    """Write `root/<split>/<index>.png` and `root/annotations/instances_<split>.json`: `counts[split]` images of
+    `scene(rng)` (an image and its COCO objects with category_id 1..len(names)), one rng seeded by `seed` drawn in
+    split order. `redraw_empty`: a split that would have no object redraws its last image until it has one."""
     rng = np.random.default_rng(seed)
-    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(SHAPES[:num_classes])]
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(names)]
     (root / "annotations").mkdir(parents=True)
     for n, (split, count) in enumerate(counts.items()):
         (root / split).mkdir()
         images, annotations = [], []
         for i in range(count):
-            img, objects = detection_image(rng, num_classes, image_size, max_objects)
-            if i == count - 1 and not annotations and not objects and max_objects:
+            img, objects = scene(rng)
+            if i == count - 1 and not annotations and not objects and redraw_empty:
                 # a split without any object has undefined metrics (COCO AP -1) and is refused by the loader:
                 # redraw its last image from a side stream, so the other splits (and every split that has
                 # objects) stay exactly what they were
                 side = np.random.default_rng([seed, n])
                 while not objects:
-                    img, objects = detection_image(side, num_classes, image_size, max_objects)
+                    img, objects = scene(side)
             if visible_masks:
                 objects = visible_instances(objects, image_size)
             img.save(root / split / f"{i:05d}.png")
             images.append({"id": i + 1, "file_name": f"{i:05d}.png", "width": image_size, "height": image_size})
             annotations += [{"id": len(annotations) + k + 1, "image_id": i + 1, **o} for k, o in enumerate(objects)]
-        coco = {"info": {"description": "Cerberus synthetic shapes"}, "licenses": [], "images": images,
+        coco = {"info": {"description": description}, "licenses": [], "images": images,
                 "annotations": annotations, "categories": categories}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
 
@@ -216,13 +230,22 @@ def segmentation_image(rng: np.random.Generator, num_classes: int, size: int,
 def write_segmentation(root: Path, *, num_classes: int, counts: dict[str, int], image_size: int,
                        max_objects: int, seed: int) -> None:
     """Write `root/<split>/images/<index>.png`, `root/<split>/masks/<index>.png` and `root/classes.txt`."""
+    write_mask_splits(root, SHAPES[:num_classes], counts, seed,
+                      lambda rng: segmentation_image(rng, num_classes, image_size, max_objects))
+
+
+def write_mask_splits(root: Path, names: Sequence[str], counts: dict[str, int], seed: int,
+                      scene: Callable[[np.random.Generator], tuple[Image.Image, Image.Image]]) -> None:
+    """Write `root/<split>/images/<index>.png`, `root/<split>/masks/<index>.png` (`counts[split]` pairs of
+    `scene(rng)`: an image and its class-index mask, 0 background, k + 1 for `names[k]`; one rng seeded by `seed`
+    drawn in split order) and `root/classes.txt` (background, then `names`)."""
     rng = np.random.default_rng(seed)
-    (root / "classes.txt").write_text("\n".join(["background", *SHAPES[:num_classes]]) + "\n")
+    (root / "classes.txt").write_text("\n".join(["background", *names]) + "\n")
     for split, count in counts.items():
         (root / split / "images").mkdir(parents=True)
         (root / split / "masks").mkdir()
         for i in range(count):
-            img, mask = segmentation_image(rng, num_classes, image_size, max_objects)
+            img, mask = scene(rng)
             img.save(root / split / "images" / f"{i:05d}.png")
             mask.save(root / split / "masks" / f"{i:05d}.png")
 

@@ -4,7 +4,7 @@ Images come out as RGB in [0, 1]: every model normalises its own input (data/pre
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -12,6 +12,26 @@ from torchvision import tv_tensors
 from torchvision.ops import box_area
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+from .errors import DataError
+
+# `data.augment.enabled=false`: every training augmentation of a task off at once (classification then trains on the
+# evaluation transform: resize, centre crop)
+AUGMENT_OFF: dict[str, dict[str, Any]] = {
+    "classification": {"scale": (1.0, 1.0), "hflip": 0.0, "color_jitter": 0.0},
+    "segmentation": {"scale": (1.0, 1.0), "hflip": 0.0, "photometric": 0.0},
+    "detection": {"hflip": 0.0, "photometric": 0.0, "zoom_out": 0.0, "iou_crop": False},
+}
+
+
+def augment_options(augment: Mapping[str, Any] | None, task: str) -> tuple[bool, dict[str, Any]]:
+    """A `data.augment` block -> (enabled, the transform options): with `enabled: false` the options of
+    `AUGMENT_OFF[task]` replace the block's (its other keys then do not matter); `crop_pct` (evaluation) is kept."""
+    options = dict(augment or {})
+    enabled = options.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise DataError(f"data.augment.enabled must be true or false (got {enabled!r})")
+    return enabled, options if enabled else {**options, **AUGMENT_OFF[task]}
 
 
 def classification_transforms(

@@ -14,6 +14,7 @@ from backbones.errors import ConfigError
 
 MIN_IMAGE_SIZE = 32  # the backbones' deepest stride: a smaller side leaves c5 without a whole cell
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+MIN_LR_FIND_STEPS = 20  # Lightning's suggestion skips the first 10 steps and the last: a slope needs more
 
 # the data modules and the tasks they serve; the advice when a data config meets another task
 DATA_TASKS = {
@@ -118,6 +119,32 @@ def _check_input_stats(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}={values} must be positive: the input is divided by it")
 
 
+def _check_tune(cfg: DictConfig) -> None:
+    """tune.*: the learning-rate finder's range, steps and mode (tasks/tuning.py)."""
+    for key in ("tune.lr_find", "tune.plot"):
+        value = _get(cfg, key)
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r} must be true or false, e.g. {key}=true")
+    low, high = _get(cfg, "tune.min_lr"), _get(cfg, "tune.max_lr")
+    for key, value, example in (("tune.min_lr", low, "1e-8"), ("tune.max_lr", high, "1")):
+        if value is not None and not (_is_number(value) and value > 0):
+            raise ConfigError(f"{key}={value!r} must be a positive number, e.g. {key}={example}")
+    if _is_number(low) and _is_number(high) and low >= high:
+        raise ConfigError(f"tune.min_lr={low!r} must be below tune.max_lr={high!r}: the finder's lr grows from "
+                          "min_lr to max_lr, e.g. tune.min_lr=1e-8 tune.max_lr=1")
+    steps = _get(cfg, "tune.num_training")
+    if steps is not None and not (_is_int(steps) and steps >= MIN_LR_FIND_STEPS):
+        raise ConfigError(f"tune.num_training={steps!r} is too few steps: Lightning's suggestion leaves out the first "
+                          f"10 and the last one; use {MIN_LR_FIND_STEPS} or more, e.g. tune.num_training=100")
+    mode = _get(cfg, "tune.mode")
+    if mode is not None and mode not in ("exponential", "linear"):
+        raise ConfigError(f"tune.mode={mode!r} must be exponential or linear")
+    threshold = _get(cfg, "tune.early_stop_threshold")
+    if threshold is not None and not (_is_number(threshold) and threshold > 1):
+        raise ConfigError(f"tune.early_stop_threshold={threshold!r} must be above 1 (the search stops once the loss "
+                          "is that many times its best), e.g. tune.early_stop_threshold=4, or null to run every step")
+
+
 def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
     """Raise `ConfigError` for the first value that cannot work. `choices`: Hydra's `runtime.choices` (the group
     options chosen, e.g. {"data": "coco"}) to name them as the user typed them."""
@@ -158,3 +185,4 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> N
     _check_input_stats(cfg)
     _check_task_data(cfg, choices or {})
     _check_multitask(cfg)
+    _check_tune(cfg)

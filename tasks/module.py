@@ -69,6 +69,11 @@ class HeadsTask(TaskModule):
         self._epoch_losses: dict[str, Tensor] = {}
         self._register_load_state_dict_pre_hook(_migrate_module_keys, with_module=True)
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        for part in self.parts.values():
+            part.setup(self, stage)
+
     @property
     def single(self) -> bool:
         """A single-task module: one head, the task's own batches, names without the head's."""

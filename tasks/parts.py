@@ -48,6 +48,10 @@ class HeadPart(nn.Module):
     def split_metrics(self, split: str) -> nn.Module | None:
         return getattr(self, f"{split}_metrics", None)
 
+    def setup(self, module: L.LightningModule, stage: str) -> None:
+        """Called by the task module's `setup` (after the data module's, on every process): settings taken from the
+        data, e.g. segmentation's class weights from the training masks. Default: nothing."""
+
     def joint_targets(self, targets: Any) -> Any:
         """This head's targets out of a joint run's per-image target dicts."""
         raise NotImplementedError(f"{type(self).__name__} does not read joint batches yet")

@@ -15,7 +15,6 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-BACKGROUND_NAMES = ("background", "_background_", "bg", "__background__")  # left unpainted in overlays
 GT_COLOR = (0, 255, 0)
 # bright, mutually distinct and not green (that is the ground truth), so black label text reads on them all
 PALETTE = [(255, 60, 60), (60, 150, 255), (255, 165, 0), (255, 80, 255), (0, 225, 225), (255, 235, 0),

@@ -29,6 +29,7 @@ from .hardware import fit_to_hardware
 from .progress import is_per_class, stdout_is_terminal
 from .quiet import quiet_libraries
 from .restore import stored_preprocessing, without_weight_sources
+from .tuning import find_lr
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if resume:  # refused with a clear message unless it holds tensors and plain values only
         read_checkpoint(resume, "ckpt_path=")
     run_dir, datamodule, module, logger, trainer = _setup(cfg)
+    if find_lr(cfg, trainer, module, datamodule, run_dir):  # tune.lr_find=true: the lr it found is the run's
+        _save_resolved_config(cfg, run_dir)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
 
     metrics: dict[str, float] = {}

@@ -226,32 +226,21 @@ class FitCell:
 def fit_cell(task: str, backbone: str, neck: str, extra: Sequence[str] = (), cwd: str | None = None) -> FitCell:
     """The task's whole default run on the cell, as a user types it (`python train.py task=... backbone=... neck=...`,
     plus `extra`), in a subprocess with a CSV logger; its test metric (`TEST_METRIC`) and wall time."""
-    import csv
-    import subprocess
+    from tasks.train_run import train
 
     cell = FitCell(task, backbone, neck)
-    args = [f"task={task}", f"backbone={backbone}", f"neck={neck}", "logger=csv", *extra]
+    args = [f"task={task}", f"backbone={backbone}", f"neck={neck}", *extra]
     if backbone == "timm":
         args += GENERIC_TIMM
     if task in RCNN_TASKS and neck == "none":
         args.append("backbone.out_levels=[c5]")
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "run"
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"],
-                              cwd=cwd or tmp, capture_output=True, text=True)
-        cell.seconds = time.perf_counter() - start
-        metrics = run_dir / "csv" / "metrics.csv"
-        if proc.returncode != 0 or not metrics.is_file():
-            lines = (proc.stderr or proc.stdout).strip().splitlines()
-            cell.error = f"exit {proc.returncode}: {lines[-1] if lines else ''}"
-            return cell
-        with metrics.open(newline="") as f:
-            values = [row[TEST_METRIC[task]] for row in csv.DictReader(f) if row.get(TEST_METRIC[task])]
-        if values:
-            cell.metric = float(values[-1])
-        else:
-            cell.error = f"no {TEST_METRIC[task]} in {metrics.name}"
+        result = train(args, Path(tmp) / "run", cwd=cwd or tmp)
+    cell.seconds, cell.error = result.seconds, result.error
+    if not cell.error:
+        cell.metric = result.last(TEST_METRIC[task])
+        if math.isnan(cell.metric):
+            cell.error = f"no {TEST_METRIC[task]} in metrics.csv"
     return cell
 
 

@@ -271,16 +271,16 @@ def test_configs_compose_and_instantiate(tmp_path, overrides):
     module = instantiate(compose_config(overrides, output_dir=tmp_path).data)
     assert isinstance(module, CocoDetectionDataModule) and module.augment["hflip"] == 0.5
     assert (module.source.root, module.source.synthetic) == ((Path("/x"), None) if "data=coco" in overrides else
-                                               (None, {"num_classes": 3, "train_images": 240, "val_images": 60,
-                                                       "test_images": 60, "image_size": 128, "max_objects": 4,
-                                                       "seed": 0}))
+                                               (None, {"kind": "shapes", "num_classes": 3, "train_images": 240,
+                                                       "val_images": 60, "test_images": 60, "image_size": 128,
+                                                       "max_objects": 4, "seed": 0}))
 
 
 def test_coco_config_follows_the_task(tmp_path):
     """data=coco is one choice; its task-specific options come from conf/task_data/coco_<task>.yaml."""
     seg = compose_config(["task=segmentation", "data=coco", "data.root=/x"], output_dir=tmp_path).data
     assert seg._target_ == "data.CocoSegmentationDataModule"
-    assert set(seg.augment) == {"scale", "hflip", "photometric"} and seg.ignore_index == 255
+    assert set(seg.augment) == {"enabled", "scale", "hflip", "photometric"} and seg.ignore_index == 255
     module = instantiate(seg)
     assert isinstance(module, CocoSegmentationDataModule) and module.source.root == Path("/x")
     det = compose_config(["task=detection", "data=coco", "data.root=/x"], output_dir=tmp_path).data

@@ -11,10 +11,7 @@ its single-task model, in %), the largest drop in points, and the joint / summed
 
 from __future__ import annotations
 
-import csv
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,7 +21,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..train_run import train
+
 MAIN_METRIC = {"detection": "detection/AP", "instance_segmentation": "instance_segmentation/segm/AP",
                "segmentation": "segmentation/mIoU", "classification": "classification/mAP"}
 TARGETS = {"delta": 0.0, "drop_points": 1.0, "inference_ratio": 0.5, "train_ratio": 0.6}
@@ -71,23 +69,15 @@ class Run:
 def train_run(run: Run, seed: int, overrides: Sequence[str]) -> Run:
     """`python train.py task=multitask task.heads=[...]` in a subprocess; reads the CSV log."""
     args = ["task=multitask", f"task.heads=[{','.join(run.heads)}]", f"task.module.weighting.method={run.weighting}",
-            f"seed={seed}", "logger=csv", "callbacks=minimal", f"hydra.run.dir={run.run_dir}",
+            f"seed={seed}", "callbacks=minimal",
             "+callbacks.step_time._target_=tasks.multitask.benchmark.TrainStepTime", *overrides]
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT)
-    run.wall_seconds = time.perf_counter() - start
-    log = run.run_dir / "csv" / "metrics.csv"
-    if proc.returncode != 0 or not log.is_file():
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
-        run.error = f"exit {proc.returncode}: {lines[-1] if lines else ''}"
+    result = train(args, run.run_dir)
+    run.wall_seconds, run.error = result.seconds, result.error
+    if run.error:
         return run
-    with log.open(newline="") as f:
-        rows = list(csv.DictReader(f))
     for head in run.heads:
-        values = [float(r[f"test/{MAIN_METRIC[head]}"]) for r in rows if r.get(f"test/{MAIN_METRIC[head]}")]
-        run.metrics[head] = values[-1] if values else float("nan")
-    epochs = [float(r["time/train_steps_s"]) for r in rows if r.get("time/train_steps_s")]
+        run.metrics[head] = result.last(f"test/{MAIN_METRIC[head]}")
+    epochs = result.series("time/train_steps_s")
     run.epoch_seconds = statistics.median(epochs[1:] or epochs) if epochs else float("nan")
     return run
 

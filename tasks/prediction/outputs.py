@@ -15,6 +15,8 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from data.class_names import background_classes
+
 from .. import pictures
 from ..coco_results import coco_entries
 
@@ -73,7 +75,7 @@ def save_picture(image: np.ndarray, path: Path) -> Path:
 
 def unpainted(class_names: Sequence[str]) -> list[int]:
     """The classes named like background: not painted in overlays."""
-    return [k for k, n in enumerate(class_names) if n.lower() in pictures.BACKGROUND_NAMES]
+    return background_classes(class_names)
 
 
 def write_mask(out_dir: Path, name: str, mask: np.ndarray, original: np.ndarray | None,

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..module import HeadsTask
 from ..parts import SPLITS, HeadPart, tie_to
+from .class_weights import weights_from_data
 from .loss import SegmentationLoss
 from .metrics import SegmentationMetrics, class_map
 from .visualize import segmentation_grid
@@ -25,17 +26,31 @@ class SegmentationPart(HeadPart):
     Logs `{split}/<prefix>mIoU`, `/acc` (pixel accuracy), `/mDice`, and per class `{val,test}/<prefix>IoU/<name>`.
 
     Args:
-        loss: options of `SegmentationLoss` (class_weights, dice_weight, ce_weight, label_smoothing).
+        loss: options of `SegmentationLoss` (class_weights, dice_weight, ce_weight, label_smoothing, focal_gamma,
+            ohem); class weights by a method (`class_weights: auto`) are counted from the training masks when fitting
+            starts (`setup`).
         ignore_index: the label of pixels that count in neither loss nor metrics.
     """
 
     def __init__(self, name: str, num_classes: int, class_names: list[str] | None = None, prefix: str = "", *,
                  loss: Mapping[str, Any] | None = None, ignore_index: int = 255) -> None:
         super().__init__(name, num_classes, class_names, prefix)
-        self.criterion = SegmentationLoss(num_classes, ignore_index=ignore_index, **dict(loss or {}))
+        # the options' config key, named by errors: a joint run's segmentation options sit under the head's kind
+        self.loss_key = "task.module.segmentation.loss" if prefix else "task.module.loss"
+        self.criterion = SegmentationLoss(num_classes, ignore_index=ignore_index, key=self.loss_key,
+                                          **dict(loss or {}))
         self.ignore_index = ignore_index
         self.set_metrics({s: SegmentationMetrics(num_classes, ignore_index) for s in SPLITS})
         self.per_class: dict[str, list[float]] = {}  # filled by the test epoch, shown by `report_tables`
+
+    def setup(self, module: L.LightningModule, stage: str) -> None:
+        """Fitting starts: count `class_weights: auto` (or another method) from the data module's training masks.
+        Every DDP process counts the same masks, so all get the same weights; resuming then restores the stored
+        ones, and evaluation loads them with the checkpoint."""
+        method = self.criterion.weights_method
+        if stage == "fit" and method is not None:
+            self.criterion.set_class_weights(weights_from_data(module.trainer.datamodule, method, self.class_names,
+                                                               f"{self.loss_key}.class_weights"))
 
     def joint_targets(self, targets: Any) -> tuple[list[Tensor | None], list[bool]]:
         """(per image its (H, W) class mask or None, per image whether it is labelled) from the per-image dicts."""

@@ -10,8 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from data.class_names import BACKGROUND_NAMES, background_classes
+
 from ..drawing import to_uint8
-from ..pictures import BACKGROUND_NAMES, class_colors, overlay_classes
+from ..pictures import class_colors, overlay_classes
 
 __all__ = ["BACKGROUND_NAMES", "class_colors", "overlay_mask", "segmentation_grid"]
 
@@ -33,7 +35,7 @@ def segmentation_grid(images: Tensor, preds: Tensor, targets: Tensor | None, cla
     named like background is not painted; small images are enlarged (nearest) to `upscale_to` on the longer side.
     """
     num_classes = len(class_names)
-    skip = [k for k, name in enumerate(class_names) if name.lower() in BACKGROUND_NAMES]
+    skip = background_classes(class_names)
     tiles = []
     for i in range(min(max_images, len(images))):
         image, pred = to_uint8(images[i]), preds[i].cpu()
