@@ -22,16 +22,23 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .train_run import ROOT, train
+from .train_run import train
 
-NO_AUGMENT = ["data.augment.scale=[1.0,1.0]", "data.augment.hflip=0", "data.augment.photometric=0"]
-PLAIN_SETTINGS = ["data.batch_size=16", "optim.lr=1e-3", "optim.weight_decay=1e-4", "scheduler=onecycle"]
+NO_AUGMENT = ["data.augment.enabled=false"]
+PLAIN_SETTINGS = ["optim.lr=1e-3", "optim.weight_decay=1e-4", "scheduler=onecycle"]  # the synthetic batch is 16
+# the segmentation defaults before issue 16 (on the synthetic sets): cosine with 5 % warm-up, scale jitter, colour
+# jitter, flips whatever the classes
+PREVIOUS = ["scheduler=cosine", "data.augment.scale=[0.75,1.5]", "data.augment.photometric=0.5",
+            "data.augment.flip_check=false"]
 # name -> train.py overrides on top of `task=segmentation data.synthetic.kind=<kind> trainer.max_epochs=<epochs>`;
 # "plain" is the hand-written loop
 SEGMENTATION_RECIPES: dict[str, list[str]] = {
     "defaults": [],
+    "previous-defaults": PREVIOUS,
+    "cosine": ["scheduler=cosine"],
+    "scale-jitter": ["data.augment.scale=[0.5,2.0]"],
+    "photometric": ["data.augment.photometric=0.5"],
     "no-augment": NO_AUGMENT,
-    "wd-1e-4": ["optim.weight_decay=1e-4"],
     "dice+ce": ["task.module.loss.dice_weight=1.0"],
     "class-weights": ["task.module.loss.class_weights=auto"],
     "plain-settings": [*NO_AUGMENT, *PLAIN_SETTINGS],
@@ -93,21 +100,24 @@ def plain_segmentation(root: Path, epochs: int, encoder: str = "resnet18", batch
     return float(metric.compute()["mIoU"])
 
 
-def kind_root(kind: str) -> Path:
-    """The folder `train.py task=segmentation data.synthetic.kind=<kind>` reads (the config's synthetic options)."""
+def kind_root(kind: str, extra: Sequence[str] = ()) -> Path:
+    """The folder `train.py task=segmentation data.synthetic.kind=<kind> <extra>` reads (its composed config's
+    synthetic options), generated if needed."""
     from omegaconf import OmegaConf
 
+    from backbones.hydra_configs import compose_config
     from data.kinds import synthetic_segmentation_kind
 
-    options = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/data/synthetic_segmentation.yaml").synthetic)
-    return synthetic_segmentation_kind(**{**options, "kind": kind})
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(["task=segmentation", f"data.synthetic.kind={kind}", *extra], output_dir=tmp)
+    return synthetic_segmentation_kind(**OmegaConf.to_container(cfg.data.synthetic))
 
 
 def run_recipe(task: str, kind: str, recipe: str, epochs: int, seed: int, extra: Sequence[str]) -> RecipeResult:
     result = RecipeResult(task, kind, recipe)
     if recipe == "plain":
         start = time.perf_counter()
-        result.metric = plain_segmentation(kind_root(kind), epochs, seed=seed)
+        result.metric = plain_segmentation(kind_root(kind, extra), epochs, seed=seed)
         result.seconds = time.perf_counter() - start
         return result
     overrides = [f"task={task}", f"data.synthetic.kind={kind}", f"trainer.max_epochs={epochs}", f"seed={seed}",

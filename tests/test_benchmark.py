@@ -116,3 +116,18 @@ def test_latency_benchmark_prints_percentiles_throughput_and_memory(task, tmp_pa
         p50, p95, p99, ips, ratio, peak = (float(v) for v in row.split("|")[2:8])
         assert 0 < p50 <= p95 <= p99 and ips > 0 and ratio > 0 and peak > 0
     assert "batch-1 latency over 3 requests per backend" in proc.stdout
+
+
+def test_recipes_benchmark_trains_cerberus_and_the_plain_loop_on_a_kind(tmp_path):
+    """One kind, the defaults and the plain smp loop, one epoch on 8 images: one table row with both and the ratio."""
+    proc = run_benchmark("--recipes", "defaults", "plain", "--kinds", "thin", "--epochs", "1", "--override",
+                         "data.synthetic.train_images=8", "data.synthetic.val_images=2", "data.synthetic.test_images=2",
+                         "data.num_workers=0", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| kind | defaults | plain | defaults / plain |"
+    cells = [c.strip() for c in rows[1].split("|")[1:-1]]
+    assert cells[0] == "thin" and all(re.fullmatch(r"[01]\.\d{3} \(\d+ s\)", c) for c in cells[1:3]), cells
+    assert re.fullmatch(r"\d+\.\d\dx", cells[3]) and "defaults / plain mIoU: median" in proc.stdout
+    bad = run_benchmark("--recipes", "defaults", "--kinds", "stripes", tmp_path=tmp_path)
+    assert bad.returncode != 0 and "unknown kind(s) ['stripes']; known: shapes, thin" in bad.stdout + bad.stderr
