@@ -280,7 +280,7 @@ def test_coco_config_follows_the_task(tmp_path):
     """data=coco is one choice; its task-specific options come from conf/task_data/coco_<task>.yaml."""
     seg = compose_config(["task=segmentation", "data=coco", "data.root=/x"], output_dir=tmp_path).data
     assert seg._target_ == "data.CocoSegmentationDataModule"
-    assert set(seg.augment) == {"enabled", "scale", "hflip", "photometric"} and seg.ignore_index == 255
+    assert set(seg.augment) == {"enabled", "scale", "hflip", "flip_check", "photometric"} and seg.ignore_index == 255
     module = instantiate(seg)
     assert isinstance(module, CocoSegmentationDataModule) and module.source.root == Path("/x")
     det = compose_config(["task=detection", "data=coco", "data.root=/x"], output_dir=tmp_path).data
