@@ -26,9 +26,8 @@ def test_single_task_losses_equal_the_single_task_models_before(cell):
     data, BatchNorm policy and Lightning loop as train.py) give the losses the single-task models gave at 3a37455,
     before the multi-head model (same seed): the refactor changed no number. Both with one intra-op thread, whose
     float sums do not depend on the machine's core count (the recorded run and today's agree bit for bit)."""
-    from tests.matrix import run_cell
-
     from tasks.recipes import PREVIOUS
+    from tests.matrix import run_cell
 
     task, backbone, neck = cell.split("/")
     expected = json.loads(REFERENCE.read_text())[cell]["losses"]
