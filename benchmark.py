@@ -8,6 +8,7 @@ same torchvision models, same in-memory data and batch size, in one process.
     uv run python benchmark.py --latency                        # ResNet-50 classifier: eager vs onnxruntime FP32 / INT8
     uv run python benchmark.py --latency --task segmentation    # P50/P95/P99, throughput, peak memory
     uv run python benchmark.py --recipes defaults plain --kinds thin glyphs   # recipes x dataset kinds, mIoU
+    uv run python benchmark.py --recipes --task detection --kinds glyphs       # detection recipes vs torchvision, AP
 
 classification: Cerberus' training against a hand-written loop over the same torchvision ResNet.
 detection: Cerberus' training and inference against torchvision's own `fasterrcnn_resnet50_fpn` construction
@@ -561,18 +562,20 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30, help="--latency: batch-1 requests per round")
     parser.add_argument("--rounds", type=int, default=5, help="--latency: rounds (backends interleaved)")
     parser.add_argument("--recipes", nargs="*", default=None,
-                        help="segmentation recipes (default: all of them) trained on each dataset kind next to a plain "
-                             "smp loop: one table of test mIoU and seconds")
+                        help="--task segmentation (default) or detection: recipes (default: the task's list) trained "
+                             "on each dataset kind next to a plain smp / torchvision loop: one table of test metric "
+                             "and seconds")
     parser.add_argument("--kinds", nargs="+", default=None, help="--recipes: dataset kinds (default: all)")
-    parser.add_argument("--epochs", type=int, default=12, help="--recipes: epochs of every run")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="--recipes: epochs of every run (default: segmentation 12, detection 6)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if args.recipes is not None:
         from data.kinds import KINDS
-        from tasks.recipes import SEGMENTATION_RECIPES, main_recipes
+        from tasks.recipes import main_recipes
 
-        print(main_recipes(args.kinds or KINDS, args.recipes or list(SEGMENTATION_RECIPES), args.epochs, args.seed,
-                           args.override, task=args.task if args.task != "classification" else "segmentation"))
+        task = args.task if args.task != "classification" else "segmentation"
+        print(main_recipes(args.kinds or KINDS, args.recipes, args.epochs, args.seed, args.override, task=task))
         return
     if args.latency:
         from tasks.export.latency import main_latency

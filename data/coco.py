@@ -13,6 +13,7 @@ import numpy as np
 
 from .boxes import BOX_TOLERANCE, check_box, is_bbox, xyxy_pattern
 from .errors import RAISE, Problems
+from .sampling import spread
 
 __all__ = ["BOX_TOLERANCE", "CocoImage", "CocoIndex", "check_annotated", "check_box", "check_image_size",
            "check_segmentation", "load_coco", "read_coco_json"]
@@ -141,7 +142,8 @@ def check_segmentation(segm: Any, width: int, height: int) -> str:
 
 
 def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: list[int] | None = None,
-              drop_bad_boxes: bool = False, segmentation: bool = False, problems: Problems = RAISE) -> CocoIndex:
+              drop_bad_boxes: bool = False, segmentation: bool = False, sample_segmentations: int = 0,
+              problems: Problems = RAISE) -> CocoIndex:
     """Read and validate an instances json whose `file_name`s are relative to `image_dir`.
 
     `category_ids` (from the train split) fixes the label order; by default it is this file's categories
@@ -150,8 +152,10 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
     missing on disk, boxes that look like [x1, y1, x2, y2] (even with `drop_bad_boxes`) and, unless
     `drop_bad_boxes`, bad boxes (outside the image by more than BOX_TOLERANCE px, or under MIN_BOX_SIZE px
     wide or high); dropped boxes are counted in a warning. `segmentation` keeps each annotation's polygons /
-    RLE and requires a valid one (semantic segmentation). When collecting, the bad entries (and missing images)
-    are left out of the index.
+    RLE and requires a valid one (semantic segmentation). Without it, `sample_segmentations` keeps the valid
+    polygons / RLE (None for the others) of that many images spread over the json, required of none (what the
+    detection flip check measures: a sample, so a large json's polygons are not held for the run). When
+    collecting, the bad entries (and missing images) are left out of the index.
     """
     path, image_dir = Path(json_path), Path(image_dir)
     data = read_coco_json(path, problems)
@@ -182,6 +186,8 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
     if (pattern := _xyxy_pattern(data["annotations"], images)) is not None:
         problems.error("xyxy boxes", f"{path}: {pattern}")
 
+    ids = list(images)
+    sampled = set() if segmentation else {ids[i] for i in spread(len(ids), sample_segmentations)}
     dropped: list[str] = []
     seen: set[int] = set()
     for i, ann in enumerate(data["annotations"]):
@@ -231,7 +237,9 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
                                                "{\"size\": [h, w], \"counts\": ...}: fix or remove the "
                                                "annotation (or train task=detection)")
             continue
-        img["anns"].append((box, label_of[cid], iscrowd, area, segm if segmentation else None))
+        if iid in sampled and check_segmentation(segm, img["width"], img["height"]):
+            segm = None  # a sampled annotation without a valid mask: nothing to measure
+        img["anns"].append((box, label_of[cid], iscrowd, area, segm if segmentation or iid in sampled else None))
     if drop_bad_boxes:
         problems.each("warning", "dropped box", dropped,
                       lambda d: f"dropped {len(d)} bad boxes from {path} (first: {d[0]})",
@@ -245,7 +253,8 @@ def load_coco(json_path: str | Path, image_dir: str | Path, *, category_ids: lis
     for iid, _ in missing:  # only when collecting: checked, so left out
         del images[iid]
     return CocoIndex(path, category_ids, [cats.get(c, str(c)) for c in category_ids],
-                     [_image(iid, img, segmentation) for iid, img in images.items()], len(data["annotations"]))
+                     [_image(iid, img, segmentation or iid in sampled) for iid, img in images.items()],
+                     len(data["annotations"]))
 
 
 def _xyxy_pattern(annotations: list[Any], images: dict[int, dict[str, Any]]) -> str | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .coco import CocoIndex, check_annotated, load_coco
 from .errors import DataError
+from .flip_check import CHECK_IMAGES
 from .kinds import synthetic_detection_kind
 from .splits import SPLITS
 
@@ -76,8 +77,10 @@ class CocoSource:
         if split not in self._splits:
             images, annotations = self.paths(split)
             categories = None if split == "train" else self.index("train").category_ids
+            # a sample of the train images keeps its polygons / RLE for the detection flip check
             index = load_coco(annotations, images, category_ids=categories, drop_bad_boxes=self.drop_bad_boxes,
-                              segmentation=self.segmentation)
+                              segmentation=self.segmentation,
+                              sample_segmentations=CHECK_IMAGES if split == "train" else 0)
             check_annotated(index, split, segmentation=self.segmentation)
             self._splits[split] = index
         return self._splits[split]

@@ -15,6 +15,7 @@ from torchvision import tv_tensors
 from .coco import CocoIndex, check_image_size
 from .coco_source import CocoSource
 from .errors import RAISE, Problems
+from .flip_check import checked_hflip_instances, coco_instance_crops
 from .images import load_rgb
 from .masks import instance_masks
 from .scale import check_detection_size
@@ -71,7 +72,9 @@ class CocoDetectionDataModule(SplitDataModule):
     Args:
         root, source: the `CocoSource`'s arguments (`train_images`, `train_annotations`, ..., `drop_bad_boxes`,
             `synthetic`: the generated set's `kind` and options, see `data.kinds.synthetic_detection_kind`).
-        augment: options of `detection_transforms` for training (hflip, photometric, zoom_out, max_zoom, iou_crop).
+        augment: options of `detection_transforms` for training (hflip, photometric, zoom_out, max_zoom, iou_crop),
+            and `flip_check` (default true): hflip goes to 0 when the training instance masks show classes with a
+            handedness (`data/flip_check.py`; boxes-only annotations keep it).
         model_min_size: the detector's `task.model.min_size`, only to say at setup when it is far from the
             images' own size (conf/task_data/coco_detection.yaml fills it in).
         masks: instance segmentation: every annotation needs a `segmentation` (polygons or RLE) and targets carry
@@ -97,6 +100,8 @@ class CocoDetectionDataModule(SplitDataModule):
         self.source = CocoSource(root, segmentation=masks, **source)
         self.masks = masks
         _, self.augment = augment_options(augment, "detection")
+        self.flip_check = bool(self.augment.pop("flip_check", True))
+        self._hflip: float | None = None  # the training flip probability after the flip check
         self.model_min_size = model_min_size
         self._sizes_checked = False
 
@@ -132,5 +137,22 @@ class CocoDetectionDataModule(SplitDataModule):
             self.source.index(split)
         self._check_sizes_once()
 
+    @property
+    def hflip(self) -> float:
+        """`augment.hflip`, or 0 when `augment.flip_check` finds classes with a handedness in the training instance
+        masks (`data/flip_check.py`); checked once, when a training transform is first built."""
+        if self._hflip is None:
+            hflip = float(self.augment.get("hflip", 0.5))
+            if self.flip_check and hflip > 0:
+                crops = coco_instance_crops(self.source.index("train"))
+                hflip = checked_hflip_instances(hflip, crops, self.class_names)
+            self._hflip = hflip
+        return self._hflip
+
+    def transform_options(self, train: bool) -> dict[str, Any]:
+        """The options of `detection_transforms`: `augment`, for training with the checked `hflip`."""
+        return {**self.augment, "hflip": self.hflip} if train else dict(self.augment)
+
     def dataset(self, split: str, train: bool) -> CocoDetectionDataset:
-        return CocoDetectionDataset(self.source.index(split), detection_transforms(train, **self.augment), self.masks)
+        transform = detection_transforms(train, **self.transform_options(train))
+        return CocoDetectionDataset(self.source.index(split), transform, self.masks)

@@ -1,4 +1,5 @@
-"""Which classes a horizontal flip would turn into something else: `data.augment.flip_check` (segmentation).
+"""Which classes a horizontal flip would turn into something else: `data.augment.flip_check` (segmentation, and
+detection / instance segmentation when the annotations carry masks).
 
 A flip is a safe augmentation only when a mirrored object is still an object of its class. For letters (b and d, p
 and q), arrows, and any class drawn with one handedness, it is not: trained with flips, the model sees every b also
@@ -10,19 +11,31 @@ where it lies in the image does not matter), the moments that a flip negates: th
 x-y-y third moments, each normalised by the region's spread. A class whose regions agree in the sign of one of them
 (`agreement`, of at least `min_regions` regions with a clear sign) has a handedness; objects seen from either side,
 symmetric ones and ones at random angles do not agree, so natural classes keep their flips.
+
+Detection reads COCO instances instead (`coco_instance_crops`): each instance's polygons / RLE, measured as one
+region (an occluded object in pieces is still one object), of the training images whose segmentations the COCO
+index keeps (for task=detection a sample, `load_coco(sample_segmentations=CHECK_IMAGES)`: the json is read once). A
+box alone cannot show a handedness: boxes-only annotations keep their flips, said in an info line.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
+
+from .coco import CocoImage, CocoIndex
+from .masks import instance_masks
+from .sampling import spread
 
 log = logging.getLogger("data")
 MIN_PIXELS = 12  # regions smaller than this have no shape to speak of
 CLEAR = 0.05  # |normalised moment| below this: no clear sign (a symmetric region)
 MAX_SIDE = 64  # masks are checked at most this large (nearest): handedness shows at any size
+CHECK_IMAGES = 100  # training images the detection check reads (spread over the split)
+CHECK_INSTANCES = 400  # instances it measures at most
 
 
 def region_moments(mask: np.ndarray, labels: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -49,6 +62,15 @@ def region_moments(mask: np.ndarray, labels: Sequence[int]) -> tuple[np.ndarray,
         ids = grown
     c, ys, xs = np.nonzero(on)
     keys, group = np.unique(c * (h * w + 1) + ids[c, ys, xs], return_inverse=True)
+    count, moments = _group_moments(group, xs, ys)
+    keep = count >= MIN_PIXELS
+    classes = np.asarray(labels)[keys // (h * w + 1)]
+    return classes[keep], moments[keep]
+
+
+def _group_moments(group: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels per group (G,), flip-negated normalised moments (G, 3): mu11, mu30, mu12) of the pixels at (`xs`,
+    `ys`) in groups 0..G-1, each about its group's own centre, x and y divided by the group's spread."""
     count = np.bincount(group).astype(np.float64)
     x, y = xs.astype(np.float64), ys.astype(np.float64)
 
@@ -60,9 +82,7 @@ def region_moments(mask: np.ndarray, labels: Sequence[int]) -> tuple[np.ndarray,
     mu11 = (exy - ex * ey) / (sx * sy)
     mu30 = (mean(x ** 3) - 3 * ex * exx + 2 * ex ** 3) / sx ** 3
     mu12 = (mean(x * y * y) - 2 * ey * exy - ex * eyy + 2 * ex * ey ** 2) / (sx * sy ** 2)
-    keep = count >= MIN_PIXELS
-    classes = np.asarray(labels)[keys // (h * w + 1)]
-    return classes[keep], np.stack([mu11, mu30, mu12], 1)[keep]
+    return count, np.stack([mu11, mu30, mu12], 1)
 
 
 def flip_sensitive(masks: Iterable[np.ndarray], num_classes: int, skip: Sequence[int] = (0,),
@@ -72,10 +92,21 @@ def flip_sensitive(masks: Iterable[np.ndarray], num_classes: int, skip: Sequence
     labels = [c for c in range(num_classes) if c not in skip]
     classes, moments = [], []
     for mask in masks:
-        step = max(1, -(-max(mask.shape) // MAX_SIDE))
-        c, m = region_moments(mask[::step, ::step], labels)
+        c, m = region_moments(at_most_side(mask), labels)
         classes.append(c)
         moments.append(m)
+    return _agreeing(classes, moments, labels, agreement, min_regions)
+
+
+def at_most_side(mask: np.ndarray) -> np.ndarray:
+    """`mask` subsampled (nearest) to at most MAX_SIDE px a side, as the check measures it (a view)."""
+    step = max(1, -(-max(mask.shape) // MAX_SIDE))
+    return mask[::step, ::step]
+
+
+def _agreeing(classes: list[np.ndarray], moments: list[np.ndarray], labels: Sequence[int], agreement: float,
+              min_regions: int) -> dict[int, float]:
+    """`flip_sensitive`'s verdict on the measured regions: their classes and (R, 3) moments, in parts."""
     if not classes:
         return {}
     classes, moments = np.concatenate(classes), np.concatenate(moments)
@@ -97,13 +128,80 @@ def checked_hflip(hflip: float, masks: Iterable[np.ndarray], class_names: Sequen
     """`hflip`, or 0 with a warning naming the classes when some have a handedness in the training `masks`."""
     if hflip <= 0:
         return hflip
-    found = flip_sensitive(masks, len(class_names), background)
+    return _verdict(hflip, flip_sensitive(masks, len(class_names), background), class_names, "masks", "regions")
+
+
+def _verdict(hflip: float, found: dict[int, float], class_names: Sequence[str], read: str, unit: str) -> float:
+    """`hflip` with an info line, or 0 with a warning naming the `found` classes; `read`: what was checked (the
+    training "masks"), `unit`: what each share counts ("regions")."""
     if not found:
-        log.info("data.augment.flip_check: no class has a handedness in the training masks; flips stay on "
-                 "(hflip=%g)", hflip)
+        log.info("data.augment.flip_check: no class has a handedness in the training %s; flips stay on "
+                 "(hflip=%g)", read, hflip)
         return hflip
-    named = ", ".join(f"{class_names[c]} ({share:.0%} of its regions one way)" for c, share in sorted(found.items()))
+    named = ", ".join(f"{class_names[c]} ({share:.0%} of its {unit} one way)" for c, share in sorted(found.items()))
     log.warning("data.augment.flip_check: horizontal flips are OFF: a flip would mirror classes drawn with one "
                 "handedness into shapes their class never has (%s); data.augment.flip_check=false keeps "
                 "data.augment.hflip=%g", named, hflip)
     return 0.0
+
+
+def instance_crops(rec: CocoImage) -> list[np.ndarray]:
+    """Each non-crowd instance of `rec` (with its segmentations) as its own class-index mask: cropped to the
+    instance's pixels, its label (1..K) on 0. A crowd region is a group, not one object of a shape."""
+    crops = []
+    known = [i for i, segm in enumerate(rec.segmentations) if segm is not None]  # a sample keeps valid ones only
+    masks = instance_masks(replace(rec, segmentations=tuple(rec.segmentations[i] for i in known)))
+    for mask, label, crowd in zip(masks, rec.labels[known], rec.iscrowd[known]):
+        ys, xs = np.nonzero(mask)
+        if not crowd and len(xs):
+            crop = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+            crops.append(np.where(crop != 0, int(label), 0).astype(np.int32))
+    return crops
+
+
+def coco_instance_crops(index: CocoIndex, images: int = CHECK_IMAGES,
+                        limit: int = CHECK_INSTANCES) -> list[np.ndarray]:
+    """Up to `limit` instance crops (`instance_crops`) of up to `images` training images spread over those of
+    `index` that carry segmentations (all of them for instance segmentation; for task=detection the sample
+    `load_coco(sample_segmentations=...)` kept). Empty when none carries a mask."""
+    with_masks = [rec for rec in index.images if any(s is not None for s in rec.segmentations)]
+    crops: list[np.ndarray] = []
+    for i in spread(len(with_masks), images):
+        if len(crops) >= limit:
+            break
+        crops += instance_crops(with_masks[i])
+    return crops[:limit]
+
+
+def flip_sensitive_instances(crops: Iterable[np.ndarray], num_classes: int, agreement: float = 0.85,
+                             min_regions: int = 10) -> dict[int, float]:
+    """`flip_sensitive` on instances: {label: the share of its instances agreeing in the sign of its most consistent
+    flip-negated moment} for the labels 1..num_classes-1 with a handedness; each crop (`instance_crops`) is one
+    region, all of its pixels (an object occluded into pieces is still one object)."""
+    classes, groups, xs, ys = [], [], [], []
+    for crop in crops:
+        y, x = np.nonzero(at_most_side(crop))
+        if len(x) >= MIN_PIXELS:
+            classes.append(int(crop.max()))
+            groups.append(np.full(len(x), len(classes) - 1))
+            xs.append(x)
+            ys.append(y)
+    if not classes:
+        return {}
+    _, moments = _group_moments(np.concatenate(groups), np.concatenate(xs), np.concatenate(ys))
+    return _agreeing([np.asarray(classes)], [moments], range(1, num_classes), agreement, min_regions)
+
+
+def checked_hflip_instances(hflip: float, crops: Sequence[np.ndarray], class_names: Sequence[str]) -> float:
+    """`checked_hflip` for detection: `hflip`, or 0 with the same warning when some of the K `class_names` (label k
+    is `class_names[k - 1]`) have a handedness in the training instance `crops` (`coco_instance_crops`). No crops
+    (boxes-only annotations): an info line, and the flips stay on."""
+    if hflip <= 0:
+        return hflip
+    if not len(crops):
+        log.info("data.augment.flip_check: the training annotations carry no instance masks (polygons / RLE) and a "
+                 "box cannot show a handedness, so the check cannot run; flips stay on (hflip=%g). If a class is "
+                 "drawn one way only (letters such as b/d, arrows), set data.augment.hflip=0", hflip)
+        return hflip
+    names = ["background", *class_names]
+    return _verdict(hflip, flip_sensitive_instances(crops, len(names)), names, "instance masks", "instances")

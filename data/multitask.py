@@ -22,7 +22,6 @@ from .errors import RAISE, Problems
 from .masks import check_classes
 from .multitask_sources import ExtraSource
 from .splits import SplitDataModule
-from .transforms import augment_options
 
 log = logging.getLogger(__name__)
 HEADS = ("detection", "instance_segmentation", "segmentation", "classification")
@@ -110,7 +109,8 @@ class MultiTaskCocoDataModule(SplitDataModule):
     Args:
         root, source: the `CocoSource`'s arguments (`train_images`, `train_annotations`, ..., `drop_bad_boxes`,
             `synthetic`).
-        augment: options of `detection_transforms` for training (hflip, photometric, zoom_out, max_zoom, iou_crop).
+        augment: options of `detection_transforms` for training (hflip, photometric, zoom_out, max_zoom, iou_crop)
+            and `flip_check`, as for detection (the json's instance masks decide the flips of every source).
         model_min_size: the detector's `task.model.min_size`, only to say at setup when it is far from the
             images' own size.
         masks: every annotation has a `segmentation` (polygons or RLE): targets carry instance masks and the
@@ -146,7 +146,7 @@ class MultiTaskCocoDataModule(SplitDataModule):
             raise ValueError(f"data.hide_labels takes heads {', '.join(HEADS)} with fractions in [0, 1], got "
                              f"{dict(self.hide_labels)}")
         self.hide_seed = hide_seed
-        _, self.augment = augment_options(augment, "detection")
+        self.augment = self.detection.augment  # the transform options, flip_check popped (checked there)
         self.extra = [ExtraSource(options, i) for i, options in enumerate(extra_train or ())]
         self._extra_loaded = False
 
@@ -200,7 +200,9 @@ class MultiTaskCocoDataModule(SplitDataModule):
         if not self._extra_loaded:
             self.setup("fit")
         num_classes = len(self.class_names)
-        parts = [dataset, *(source.dataset(self.augment, train, num_classes, self.ignore_index, base.masks)
+        # the extra sources flip as the json's images do: the json's instances decide (their own masks are not read)
+        options = self.detection.transform_options(train)
+        parts = [dataset, *(source.dataset(options, train, num_classes, self.ignore_index, base.masks)
                             for source in self.extra)]
         combined = ConcatDataset(parts)
         leaves = [leaf for part in parts for leaf in getattr(part, "datasets", [part])]  # repeats are ConcatDatasets

@@ -24,9 +24,10 @@ from .errors import RAISE, DataError, Problems
 from .flip_check import checked_hflip
 from .images import load_rgb, sample_sizes
 from .kinds import synthetic_segmentation_kind
-from .mask_scan import PixelCounts, class_counts, scan_masks
+from .mask_scan import PixelCounts, class_counts, scan_masks, shrunk
 from .masks import MaskIndex, check_classes, coco_mask, read_classes, read_mask, scan_mask_split
 from .preprocessing import Preprocessing, pad_to_batch
+from .sampling import spread
 from .scale import check_segmentation_sizes, median_short_side, to_multiple, validate_size
 from .splits import SPLITS, STAGE_SPLITS, SplitDataModule, split_folder
 from .transforms import augment_options, segmentation_transforms
@@ -115,6 +116,9 @@ class SegmentationLoading:
         _, self.augment = augment_options(augment, "segmentation")
         self.flip_check = bool(self.augment.pop("flip_check", True))
         self._hflip: float | None = None  # the training flip probability after the flip check
+        #: the flip check's training masks, kept by a pass that read or painted every training mask anyway (the
+        #: scan of `setup`, the pixel count of `class_weights: auto`); None: none happened, the check reads its own
+        self._flip_sample: list[np.ndarray] | None = None
         self.ignore_index = ignore_index
         self._crop: int | None = None
         self._sizes_checked = False
@@ -163,14 +167,27 @@ class SegmentationLoading:
     @property
     def hflip(self) -> float:
         """`augment.hflip`, or 0 when `augment.flip_check` finds classes with a handedness in the training masks
-        (`data/flip_check.py`); checked once."""
+        (`data/flip_check.py`); checked once, on the masks a full pass kept (`_flip_sample`) or else on masks read
+        for it (`sample_masks`)."""
         if self._hflip is None:
-            hflip = float(self.augment.get("hflip", 0.5))
+            hflip = self._asked_hflip
             if self.flip_check and hflip > 0:
                 names = self.class_names
-                hflip = checked_hflip(hflip, self.sample_masks(FLIP_CHECK_MASKS), names, background_classes(names))
+                masks = self._flip_sample if self._flip_sample is not None else self.sample_masks(FLIP_CHECK_MASKS)
+                hflip = checked_hflip(hflip, masks, names, background_classes(names))
             self._hflip = hflip
+            self._flip_sample = None  # checked: not needed again
         return self._hflip
+
+    @property
+    def _asked_hflip(self) -> float:
+        return float(self.augment.get("hflip", 0.5))  # segmentation_transforms' default
+
+    def _flip_masks_wanted(self) -> int:
+        """How many training masks a full pass should keep for the flip check: FLIP_CHECK_MASKS while the check
+        is still to run and has no sample yet, else 0."""
+        pending = self._hflip is None and self._flip_sample is None
+        return FLIP_CHECK_MASKS if pending and self.flip_check and self._asked_hflip > 0 else 0
 
     sample_masks: Callable[[int], Iterator[np.ndarray]]  # up to n training masks (H, W), spread over the split
 
@@ -260,13 +277,17 @@ class MaskDataModule(SegmentationLoading, SplitDataModule):
             index = self._index(split)
             if index.split_dir not in self._scanned:  # test on val: scanned once
                 self._scanned.add(index.split_dir)
-                self._pixel_counts[index.split_dir] = scan_masks(index, num_classes, self.ignore_index,
-                                                                 max(1, self.num_workers))
+                keep = self._flip_masks_wanted() if split == "train" else 0
+                scan = scan_masks(index, num_classes, self.ignore_index, max(1, self.num_workers), keep=keep)
+                self._pixel_counts[index.split_dir] = scan.counts
+                if keep:  # the flip check measures these rather than reading masks again
+                    self._flip_sample = scan.kept
         self._check_sizes_once()
 
     def sample_masks(self, n: int) -> Iterator[np.ndarray]:
+        """Up to `n` training masks read from disk (the flip check's, when no scan kept them)."""
         samples = self._index("train").samples
-        for i in np.linspace(0, len(samples) - 1, min(n, len(samples))).round().astype(int):
+        for i in spread(len(samples), n):
             yield np.asarray(Image.open(samples[i][1]))
 
     def class_pixel_counts(self) -> PixelCounts:
@@ -308,6 +329,7 @@ class CocoSegmentationDataModule(SegmentationLoading, SplitDataModule):
         self.source = CocoSource(root, segmentation=True, **source)  # the paths per split, drop_bad_boxes, synthetic
         self._segmentation_options(image_size=image_size, eval_size=eval_size, augment=augment,
                                    ignore_index=ignore_index)
+        self._pixel_counts: dict[str, PixelCounts] = {}  # split -> its painted masks' labelled pixels per class
 
     def prepare_data(self) -> None:
         """Generate the synthetic set on first use (idempotent; runs on one process per node)."""
@@ -335,18 +357,33 @@ class CocoSegmentationDataModule(SegmentationLoading, SplitDataModule):
         self._check_sizes_once()
 
     def sample_masks(self, n: int) -> Iterator[np.ndarray]:
+        """Up to `n` training masks painted (the flip check's, when no pixel count kept them)."""
         images = self.source.index("train").images
-        for i in np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int):
+        for i in spread(len(images), n):
             yield coco_mask(images[i], len(self.class_names), self.ignore_index)
 
     def class_pixel_counts(self) -> PixelCounts:
         """The labelled pixels per class of the training images' painted masks (`class_weights: auto`): each
-        mask painted once, as `CocoSegmentationDataset` paints it."""
-        index, num_classes = self.source.index("train"), len(self.class_names)
+        mask painted once per run, as `CocoSegmentationDataset` paints it, and counted once (kept)."""
+        if "train" not in self._pixel_counts:
+            self._pixel_counts["train"] = self._count_pixels("train")
+        return self._pixel_counts["train"]
+
+    def _count_pixels(self, split: str) -> PixelCounts:
+        """Paint and count every mask of `split`; for train, keep the flip check's sample of them on the way, so
+        the check paints none again."""
+        index, num_classes = self.source.index(split), len(self.class_names)
+        wanted = spread(len(index.images), self._flip_masks_wanted() if split == "train" else 0)
+        chosen, kept = set(wanted.tolist()), {}
         totals, start = PixelCounts.zeros(num_classes), time.perf_counter()
-        for rec in index.images:
-            totals.add(class_counts(coco_mask(rec, num_classes, self.ignore_index), num_classes))
-        log.info("counted the pixels of %d training masks in %.1f s", totals.masks, time.perf_counter() - start)
+        for i, rec in enumerate(index.images):
+            mask = coco_mask(rec, num_classes, self.ignore_index)
+            totals.add(class_counts(mask, num_classes))
+            if i in chosen:
+                kept[i] = shrunk(mask)
+        if len(wanted):
+            self._flip_sample = [kept[i] for i in wanted.tolist()]
+        log.info("counted the pixels of %d %s masks in %.1f s", totals.masks, split, time.perf_counter() - start)
         return totals
 
     def dataset(self, split: str, train: bool) -> CocoSegmentationDataset:

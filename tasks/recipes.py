@@ -1,11 +1,10 @@
 """`benchmark.py --recipes`: a task's default recipe and its alternatives trained on each synthetic dataset kind
 (`data/kinds.py`: shapes, thin strokes, class imbalance, similar classes, small objects, flip-sensitive glyphs), next
-to a plain hand-written loop on the same files, at equal epochs; one table of test metric and wall seconds.
+to a plain hand-written loop on the same files (`tasks/plain_loops.py`); one table of test metric and wall seconds.
 
 Cerberus' recipes are `python train.py` runs (a subprocess each, CSV logger, the test split's metric after fitting);
-the plain loop is written the way a practitioner writes one without a framework (segmentation-models-pytorch's
-`Unet` on the same encoder, inputs in [0, 1], cross-entropy, AdamW lr 1e-3 wd 1e-4, one-cycle, batch 16, no
-augmentation) and scored with the same confusion-matrix mIoU on the same test images.
+the plain loops run in this process at the same number of epochs (and, for detection, also at equal wall time: the
+`@...-time` recipes take their epochs from the measured seconds of the other side's run on the same kind).
 """
 
 from __future__ import annotations
@@ -13,15 +12,13 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
+from .plain_loops import plain_detection, plain_segmentation
 from .train_run import train
 
 NO_AUGMENT = ["data.augment.enabled=false"]
@@ -30,8 +27,8 @@ PLAIN_SETTINGS = ["optim.lr=1e-3", "optim.weight_decay=1e-4", "scheduler=onecycl
 # jitter, flips whatever the classes
 PREVIOUS = ["scheduler=cosine", "data.augment.scale=[0.75,1.5]", "data.augment.photometric=0.5",
             "data.augment.flip_check=false"]
-# name -> train.py overrides on top of `task=segmentation data.synthetic.kind=<kind> trainer.max_epochs=<epochs>`;
-# "plain" is the hand-written loop
+# name -> train.py overrides on top of `task=<task> data.synthetic.kind=<kind> trainer.max_epochs=<epochs>`;
+# "plain..." are the hand-written loops, "...@...-time" equal-wall-time runs (epochs from the other side's seconds)
 SEGMENTATION_RECIPES: dict[str, list[str]] = {
     "defaults": [],
     "previous-defaults": PREVIOUS,
@@ -44,6 +41,20 @@ SEGMENTATION_RECIPES: dict[str, list[str]] = {
     "plain-settings": [*NO_AUGMENT, *PLAIN_SETTINGS],
     "plain": [],
 }
+DETECTION_RECIPES: dict[str, list[str]] = {
+    "defaults": [],
+    "no-augment": NO_AUGMENT,
+    "no-flip": ["data.augment.hflip=0"],
+    # the plain loop's optimizer and schedule (SGD 0.005, momentum 0.9, wd 1e-4, lr / 10 at 16/26 and 22/26) and no
+    # augmentation, on Cerberus' detector
+    "plain-settings": [*NO_AUGMENT, "optim=sgd", "optim.lr=0.005", "optim.nesterov=false", "scheduler=step",
+                       "scheduler.milestones=[0.615,0.846]"],
+    "plain": [],
+    "plain-800": [],  # torchvision's literal 800 / 1333 px resize (6x the images' side: hours per kind on a CPU)
+    "plain@defaults-time": [],  # the plain loop for as many epochs as fit in the defaults' wall time
+    "defaults@plain-time": [],  # the defaults for as many epochs as fit in the plain loop's wall time
+}
+DEFAULT_DETECTION = ["defaults", "no-augment", "plain", "plain@defaults-time"]
 
 
 @dataclass
@@ -54,123 +65,162 @@ class RecipeResult:
     metric: float = float("nan")
     seconds: float = float("nan")
     error: str = ""
+    epochs: int = 0
 
 
-def read_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A mask-folder split in memory: images (N, 3, H, W) float in [0, 1], masks (N, H, W) int64 (one size: the
-    synthetic kinds' images all have the set's size)."""
-    names = sorted((root / split / "images").glob("*.png"))
-    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in names])
-    masks = np.stack([np.asarray(Image.open(root / split / "masks" / p.name)) for p in names])
-    return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255,
-            torch.from_numpy(masks.astype(np.int64)))
+@dataclass(frozen=True)
+class TaskRecipes:
+    """What `--recipes` needs of a task: its recipes, the test metric, epochs, and the plain loop."""
+
+    recipes: dict[str, list[str]]
+    default: list[str]
+    metric: str
+    epochs: int
+    plain: Callable[..., float]  # (root, epochs, backbone=..., seed=..., **options) -> test metric
 
 
-def plain_segmentation(root: Path, epochs: int, encoder: str = "resnet18", batch_size: int = 16, lr: float = 1e-3,
-                       weight_decay: float = 1e-4, seed: int = 42) -> float:
-    """The plain loop's test mIoU (the same `SegmentationMetrics` as Cerberus' `test/mIoU`)."""
-    import segmentation_models_pytorch as smp
-
-    from .segmentation.metrics import SegmentationMetrics
-
-    torch.manual_seed(seed)
-    classes = (root / "classes.txt").read_text().split()
-    images, masks = read_split(root, "train")
-    model = smp.Unet(encoder, encoder_weights=None, classes=len(classes))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps = -(-len(images) // batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(images), generator=generator)
-        for i in range(steps):
-            index = order[i * batch_size:(i + 1) * batch_size]
-            loss = F.cross_entropy(model(images[index]), masks[index], ignore_index=255)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-    model.eval()
-    metric = SegmentationMetrics(len(classes))
-    test_images, test_masks = read_split(root, "test")
-    with torch.inference_mode():
-        for i in range(0, len(test_images), batch_size):
-            metric.update(model(test_images[i:i + batch_size]), test_masks[i:i + batch_size])
-    return float(metric.compute()["mIoU"])
+TASKS: dict[str, TaskRecipes] = {
+    "segmentation": TaskRecipes(SEGMENTATION_RECIPES, list(SEGMENTATION_RECIPES), "test/mIoU", 12,
+                                lambda root, epochs, backbone, seed, **kw: plain_segmentation(
+                                    root, epochs, encoder=backbone, seed=seed, **kw)),
+    "detection": TaskRecipes(DETECTION_RECIPES, DEFAULT_DETECTION, "test/AP", 6, plain_detection),
+}
+# the options a plain variant passes to its loop
+PLAIN_OPTIONS = {"plain-800": {"min_size": 800, "max_size": 1333}}
 
 
-def kind_root(kind: str, extra: Sequence[str] = ()) -> Path:
-    """The folder `train.py task=segmentation data.synthetic.kind=<kind> <extra>` reads (its composed config's
-    synthetic options), generated if needed."""
+def kind_config(task: str, kind: str, extra: Sequence[str] = ()) -> tuple[Path, str]:
+    """The folder `train.py task=<task> data.synthetic.kind=<kind> <extra>` reads (generated if needed, from its
+    composed config's synthetic options) and the run's backbone name (the plain loop builds the same one)."""
     from omegaconf import OmegaConf
 
     from backbones.hydra_configs import compose_config
-    from data.kinds import synthetic_segmentation_kind
+    from data.kinds import synthetic_detection_kind, synthetic_segmentation_kind
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_config(["task=segmentation", f"data.synthetic.kind={kind}", *extra], output_dir=tmp)
-    return synthetic_segmentation_kind(**OmegaConf.to_container(cfg.data.synthetic))
+        cfg = compose_config([f"task={task}", f"data.synthetic.kind={kind}", *extra], output_dir=tmp)
+    make = synthetic_segmentation_kind if task == "segmentation" else synthetic_detection_kind
+    return make(**OmegaConf.to_container(cfg.data.synthetic)), str(cfg.backbone.name)
 
 
-def run_recipe(task: str, kind: str, recipe: str, epochs: int, seed: int, extra: Sequence[str]) -> RecipeResult:
-    result = RecipeResult(task, kind, recipe)
-    if recipe == "plain":
+def equal_time_epochs(recipe: str, epochs: int, done: dict[str, RecipeResult]) -> int:
+    """`a@b-time`: `epochs` scaled by b's seconds over a's at `epochs` (both measured on this kind), at least 1."""
+    side, other = recipe.split("@")[0], recipe.split("@")[1].removesuffix("-time")
+    a, b = done.get(side), done.get(other)
+    if a is None or b is None or a.error or b.error:
+        raise ValueError(f"{recipe} needs the '{side}' and '{other}' runs on the same kind first (list them before it)")
+    return max(1, round(a.epochs * b.seconds / a.seconds))
+
+
+def run_recipe(task: str, kind: str, recipe: str, epochs: int, seed: int, extra: Sequence[str],
+               done: dict[str, RecipeResult] | None = None) -> RecipeResult:
+    """One recipe on one kind; `done`: this kind's earlier results (the equal-time recipes read their seconds)."""
+    spec = TASKS[task]
+    result = RecipeResult(task, kind, recipe, epochs=epochs)
+    if "@" in recipe:
+        try:
+            result.epochs = equal_time_epochs(recipe, epochs, done or {})
+        except ValueError as e:
+            result.error = str(e)
+            return result
+    base = recipe.split("@")[0]
+    if base.startswith("plain") and base != "plain-settings":
+        root, backbone = kind_config(task, kind, extra)
         start = time.perf_counter()
-        result.metric = plain_segmentation(kind_root(kind, extra), epochs, seed=seed)
+        try:
+            result.metric = spec.plain(root, result.epochs, backbone=backbone, seed=seed, **PLAIN_OPTIONS.get(base, {}))
+        except FloatingPointError as e:
+            result.error = str(e)
         result.seconds = time.perf_counter() - start
         return result
-    overrides = [f"task={task}", f"data.synthetic.kind={kind}", f"trainer.max_epochs={epochs}", f"seed={seed}",
-                 "callbacks=minimal", *SEGMENTATION_RECIPES[recipe], *extra]
+    overrides = [f"task={task}", f"data.synthetic.kind={kind}", f"trainer.max_epochs={result.epochs}", f"seed={seed}",
+                 "callbacks=minimal", *spec.recipes[base], *extra]
     with tempfile.TemporaryDirectory() as tmp:
         run = train(overrides, Path(tmp) / "run")
     result.seconds, result.error = run.seconds, run.error
-    result.metric = run.last("test/mIoU")
+    result.metric = run.last(spec.metric)
     return result
 
 
-def format_table(results: Sequence[RecipeResult], recipes: Sequence[str], kinds: Sequence[str]) -> str:
-    """Markdown: one row per kind, a `metric (seconds)` column per recipe, then the defaults / plain ratio."""
+def _cell(r: RecipeResult | None, epochs: int) -> str:
+    if r is None:
+        return "-"
+    if r.error:
+        return f"ERROR {r.error[:60]}"
+    return f"{r.metric:.3f} ({r.seconds:.0f} s" + (f", {r.epochs} ep)" if r.epochs != epochs else ")")
+
+
+def comparisons(task: str, by: dict[tuple[str, str], RecipeResult], kind: str) -> dict[str, str]:
+    """The target columns: segmentation defaults / plain mIoU; detection defaults - plain AP at equal epochs and
+    at equal wall time."""
+    def get(recipe: str) -> RecipeResult | None:
+        r = by.get((kind, recipe))
+        return r if r is not None and not r.error else None
+
+    d, p = get("defaults"), get("plain")
+    if task == "segmentation":
+        return {"defaults / plain": f"{d.metric / p.metric:.2f}x" if d and p and p.metric > 0 else "-"}
+    out = {"defaults - plain": f"{d.metric - p.metric:+.3f}" if d and p else "-"}
+    for fast, slow in (("defaults", "plain@defaults-time"), ("defaults@plain-time", "plain")):
+        a, b = get(fast), get(slow)
+        if a and b:
+            out["equal time: defaults - plain"] = f"{a.metric - b.metric:+.3f}"
+    out.setdefault("equal time: defaults - plain", "-")
+    return out
+
+
+def format_table(task: str, results: Sequence[RecipeResult], recipes: Sequence[str], kinds: Sequence[str],
+                 epochs: int) -> str:
+    """Markdown: one row per kind, a `metric (seconds[, epochs])` column per recipe, then the target columns."""
     by = {(r.kind, r.recipe): r for r in results}
-    head = ["kind", *recipes] + (["defaults / plain"] if {"defaults", "plain"} <= set(recipes) else [])
+    extra = list(comparisons(task, by, kinds[0])) if kinds else []
+    head = ["kind", *recipes, *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for kind in kinds:
-        cells = [kind]
-        for recipe in recipes:
-            r = by.get((kind, recipe))
-            cells.append("-" if r is None else f"ERROR {r.error[:40]}" if r.error
-                         else f"{r.metric:.3f} ({r.seconds:.0f} s)")
-        if len(head) > len(recipes) + 1:
-            d, p = by.get((kind, "defaults")), by.get((kind, "plain"))
-            ok = d and p and not d.error and not p.error and p.metric > 0
-            cells.append(f"{d.metric / p.metric:.2f}x" if ok else "-")
-        lines.append("| " + " | ".join(cells) + " |")
+        cells = [kind, *(_cell(by.get((kind, recipe)), epochs) for recipe in recipes)]
+        lines.append("| " + " | ".join(cells + list(comparisons(task, by, kind).values())) + " |")
     return "\n".join(lines)
 
 
-def main_recipes(kinds: Sequence[str], recipes: Sequence[str], epochs: int, seed: int, extra: Sequence[str],
-                 task: str = "segmentation") -> str:
-    if task != "segmentation":
-        raise SystemExit(f"--recipes covers task=segmentation so far, not {task}")
-    unknown = [r for r in recipes if r not in SEGMENTATION_RECIPES]
+def check_names(task: str, kinds: Sequence[str], recipes: Sequence[str]) -> None:
+    """SystemExit naming the known task / recipes / kinds when one is not."""
+    if task not in TASKS:
+        raise SystemExit(f"--recipes covers {', '.join(TASKS)}, not task {task}")
+    unknown = [r for r in recipes if r not in TASKS[task].recipes]
     if unknown:
-        raise SystemExit(f"unknown recipe(s) {unknown}; known: {', '.join(SEGMENTATION_RECIPES)}")
+        raise SystemExit(f"unknown {task} recipe(s) {unknown}; known: {', '.join(TASKS[task].recipes)}")
     from data.kinds import KINDS
 
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         raise SystemExit(f"unknown kind(s) {bad}; known: {', '.join(KINDS)}")
+
+
+def main_recipes(kinds: Sequence[str], recipes: Sequence[str] | None, epochs: int | None, seed: int,
+                 extra: Sequence[str], task: str = "segmentation") -> str:
+    """Train every recipe (default: the task's default list) on every kind, print each result as it comes, and
+    return the table."""
+    check_names(task, kinds, recipes or [])
+    spec = TASKS[task]
+    recipes = list(recipes or spec.default)
+    epochs = epochs or spec.epochs
     results = []
     for kind in kinds:
+        done: dict[str, RecipeResult] = {}
         for recipe in recipes:
-            r = run_recipe(task, kind, recipe, epochs, seed, extra)
+            r = done[recipe] = run_recipe(task, kind, recipe, epochs, seed, extra, done)
             results.append(r)
-            print(f"{task} {kind} {recipe}: " + (r.error or f"test mIoU {r.metric:.3f} ({r.seconds:.0f} s)"),
-                  flush=True)
-    ratios = [d.metric / p.metric for d in results if d.recipe == "defaults" and not d.error
-              for p in results if p.recipe == "plain" and p.kind == d.kind and p.metric > 0]
-    summary = (f"\ndefaults / plain mIoU: median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x "
-               f"(target >= 1.0x on every kind)" if ratios else "")
+            print(f"{task} {kind} {recipe}: " + (r.error or f"{spec.metric} {r.metric:.3f} ({r.seconds:.0f} s, "
+                                                 f"{r.epochs} epochs)"), flush=True)
+    summary = ""
+    if task == "segmentation":
+        ratios = [d.metric / p.metric for d in results if d.recipe == "defaults" and not d.error
+                  for p in results if p.recipe == "plain" and p.kind == d.kind and p.metric > 0]
+        summary = (f"\ndefaults / plain mIoU: median {statistics.median(ratios):.2f}x, min {min(ratios):.2f}x "
+                   f"(target >= 1.0x on every kind)" if ratios else "")
+    else:
+        summary = ("\ntargets: defaults - plain >= -0.02 AP at equal epochs, >= 0 at equal wall time "
+                   "(`plain@defaults-time` / `defaults@plain-time`)")
     header = (f"\n{task}, {epochs} epochs, seed {seed}, torch {torch.__version__}, {torch.get_num_threads()} threads: "
-              "test mIoU (wall seconds)\n")
-    return header + format_table(results, recipes, kinds) + summary
+              f"{spec.metric} (wall seconds)\n")
+    return header + format_table(task, results, recipes, kinds, epochs) + summary

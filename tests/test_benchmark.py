@@ -131,3 +131,33 @@ def test_recipes_benchmark_trains_cerberus_and_the_plain_loop_on_a_kind(tmp_path
     assert re.fullmatch(r"\d+\.\d\dx", cells[3]) and "defaults / plain mIoU: median" in proc.stdout
     bad = run_benchmark("--recipes", "defaults", "--kinds", "stripes", tmp_path=tmp_path)
     assert bad.returncode != 0 and "unknown kind(s) ['stripes']; known: shapes, thin" in bad.stdout + bad.stderr
+
+
+def test_detection_recipes_train_cerberus_and_torchvision_at_equal_epochs_and_equal_time(tmp_path):
+    """One kind, 1 epoch on 8 images: the defaults, the plain torchvision loop, and the plain loop for the defaults'
+    wall time; one row with AP (seconds) each and both differences."""
+    proc = run_benchmark("--recipes", "defaults", "plain", "plain@defaults-time", "--task", "detection", "--kinds",
+                         "small", "--epochs", "1", "--override", "data.synthetic.train_images=8",
+                         "data.synthetic.val_images=2", "data.synthetic.test_images=2", "data.synthetic.image_size=64",
+                         "data.num_workers=0", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == ("| kind | defaults | plain | plain@defaults-time | defaults - plain | "
+                       "equal time: defaults - plain |")
+    cells = [c.strip() for c in rows[1].split("|")[1:-1]]
+    assert cells[0] == "small" and all(re.fullmatch(r"[01]\.\d{3} \(\d+ s(, \d+ ep)?\)", c) for c in cells[1:4]), cells
+    assert all(re.fullmatch(r"[+-][01]\.\d{3}", c) for c in cells[4:6]), cells
+    assert "test/AP (wall seconds)" in proc.stdout and "1 epochs" in proc.stdout
+
+
+def test_equal_time_epochs_scale_by_the_measured_seconds():
+    from tasks.recipes import RecipeResult, equal_time_epochs
+
+    done = {"defaults": RecipeResult("detection", "thin", "defaults", 0.4, seconds=100.0, epochs=6),
+            "plain": RecipeResult("detection", "thin", "plain", 0.4, seconds=400.0, epochs=6)}
+    assert equal_time_epochs("plain@defaults-time", 6, done) == 2  # 6 x 100 / 400 = 1.5 -> 2
+    assert equal_time_epochs("defaults@plain-time", 6, done) == 24
+    done["plain"].seconds = 10_000.0
+    assert equal_time_epochs("plain@defaults-time", 6, done) == 1  # at least one epoch
+    with pytest.raises(ValueError, match="needs the 'defaults' and 'plain' runs"):
+        equal_time_epochs("defaults@plain-time", 6, {"defaults": done["defaults"]})
