@@ -22,11 +22,12 @@ from .plain_loops import plain_detection, plain_segmentation
 from .train_run import train
 
 NO_AUGMENT = ["data.augment.enabled=false"]
-PLAIN_SETTINGS = ["optim.lr=1e-3", "optim.weight_decay=1e-4", "scheduler=onecycle"]  # the synthetic batch is 16
+PLAIN_SETTINGS = ["optim.lr=1e-3", "optim.weight_decay=1e-4", "scheduler=onecycle",  # the synthetic batch is 16
+                  "task.module.loss.class_weights=null"]
 # the segmentation defaults before issue 16 (on the synthetic sets): cosine with 5 % warm-up, scale jitter, colour
-# jitter, flips whatever the classes
+# jitter, flips whatever the classes, plain (unweighted) cross-entropy
 PREVIOUS = ["scheduler=cosine", "data.augment.scale=[0.75,1.5]", "data.augment.photometric=0.5",
-            "data.augment.flip_check=false"]
+            "data.augment.flip_check=false", "task.module.loss.class_weights=null"]
 # name -> train.py overrides on top of `task=<task> data.synthetic.kind=<kind> trainer.max_epochs=<epochs>`;
 # "plain..." are the hand-written loops, "...@...-time" equal-wall-time runs (epochs from the other side's seconds)
 SEGMENTATION_RECIPES: dict[str, list[str]] = {
@@ -37,7 +38,8 @@ SEGMENTATION_RECIPES: dict[str, list[str]] = {
     "photometric": ["data.augment.photometric=0.5"],
     "no-augment": NO_AUGMENT,
     "dice+ce": ["task.module.loss.dice_weight=1.0"],
-    "class-weights": ["task.module.loss.class_weights=auto"],
+    "no-class-weights": ["task.module.loss.class_weights=null"],  # plain CE (the default before the kinds table)
+    "median-freq": ["task.module.loss.class_weights=median_freq"],
     "plain-settings": [*NO_AUGMENT, *PLAIN_SETTINGS],
     "plain": [],
 }
@@ -45,6 +47,9 @@ DETECTION_RECIPES: dict[str, list[str]] = {
     "defaults": [],
     "no-augment": NO_AUGMENT,
     "no-flip": ["data.augment.hflip=0"],
+    # from random init, everything trains with live BatchNorm (torchvision's own choice without pretrained weights)
+    # instead of detectron2's pretrained recipe of frozen BatchNorm (calibrated) and a frozen stem and first stage
+    "train-all": ["backbone.norm=bn", "backbone.freeze_at=0"],
     # the plain loop's optimizer and schedule (SGD 0.005, momentum 0.9, wd 1e-4, lr / 10 at 16/26 and 22/26) and no
     # augmentation, on Cerberus' detector
     "plain-settings": [*NO_AUGMENT, "optim=sgd", "optim.lr=0.005", "optim.nesterov=false", "scheduler=step",
@@ -54,7 +59,7 @@ DETECTION_RECIPES: dict[str, list[str]] = {
     "plain@defaults-time": [],  # the plain loop for as many epochs as fit in the defaults' wall time
     "defaults@plain-time": [],  # the defaults for as many epochs as fit in the plain loop's wall time
 }
-DEFAULT_DETECTION = ["defaults", "no-augment", "plain", "plain@defaults-time"]
+DEFAULT_DETECTION = ["defaults", "train-all", "no-augment", "plain", "plain@defaults-time"]
 
 
 @dataclass

@@ -12,8 +12,9 @@ from PIL import Image
 import data.segmentation as segmentation
 from data.flip_check import MAX_SIDE, flip_sensitive
 from data.kinds import synthetic_segmentation_kind
-from data.mask_scan import class_counts, scan_masks, shrunk, spread
+from data.mask_scan import class_counts, scan_masks, shrunk
 from data.masks import coco_mask, scan_mask_split
+from data.sampling import spread
 from data.segmentation import FLIP_CHECK_MASKS, MaskDataModule
 
 
@@ -49,6 +50,22 @@ def test_coco_counts_paint_each_mask_once_and_equal_a_direct_count(tmp_path, mon
     assert first.image_pixels.tolist() == [sum(int(c.sum()) for c in direct if c[k] > 0) for k in range(4)]
 
     assert dm.hflip == 0.5 and len(painted) == 2, "the flip check measures the masks the count kept"
+
+
+def test_coco_counts_a_spread_sample_of_a_large_split(tmp_path, monkeypatch, caplog):
+    """Past COUNT_MASKS training images COCO's counts come from that many masks spread over the split (painting
+    all of COCO's 118k would take minutes at every start): here 1 of 2, the first."""
+    from test_segmentation_data import coco_dm, write_coco
+
+    for split in ("train", "val"):
+        write_coco(tmp_path / "coco", split)
+    dm = coco_dm(tmp_path / "coco")
+    monkeypatch.setattr(segmentation, "COUNT_MASKS", 1)
+    first = dm.source.index("train").images[0]
+    with caplog.at_level(logging.INFO, logger="data"):
+        counts = dm.class_pixel_counts()
+    assert counts.masks == 1 and counts.pixels.tolist() == class_counts(coco_mask(first, 4, 255), 4).tolist()
+    assert "counted the pixels of 1 of 2 train masks" in caplog.text
 
 
 def test_coco_flip_check_without_a_count_still_paints_its_sample(tmp_path, monkeypatch):
