@@ -418,7 +418,9 @@ def segmentation(args, run_dir: str) -> dict[str, dict[str, list[float]]]:
     masks = torch.randint(0, args.classes, (n, s, s), generator=g)
     masks[:, : s // 8] = 255  # some ignored pixels, as real masks have
     loader = DataLoader(TensorDataset(torch.rand(n, 3, s, s, generator=g), masks), batch_size=args.batch_size)
-    cfg = compose_config(["task=segmentation", f"backbone={args.backbone}", *OVERRIDES, *args.override],
+    # plain cross-entropy as the smp loop's (the in-memory loader has no data module to count class weights from)
+    cfg = compose_config(["task=segmentation", f"backbone={args.backbone}", *OVERRIDES,
+                          "task.module.loss.class_weights=null", *args.override],
                          output_dir=run_dir)
     fit_to_hardware(cfg.trainer)
     place = Placement(cfg.trainer.precision)

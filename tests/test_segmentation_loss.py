@@ -193,6 +193,13 @@ def test_a_joint_run_names_its_own_key_and_data_without_counts_is_refused():
                                           r"training masks' pixels, which object does not do .* e.g. "
                                           r"task.module.segmentation.loss.class_weights=\[1.0, 1.0, 1.0\]"):
         part.setup(joint_data, "fit")
+    # the default `auto` in `trainer.fit(module, train_dataloaders=...)`: no data module, nothing to count
+    bare = SegmentationPart("segmentation", 3, loss={"class_weights": "auto"})
+    bare.setup(SimpleNamespace(trainer=SimpleNamespace(datamodule=None)), "fit")
+    assert bare.criterion.class_weights.tolist() == [1.0, 1.0, 1.0] and bare.criterion.weights_method is None
+    with pytest.raises(ConfigError, match="median_freq counts the training masks' pixels"):
+        SegmentationPart("segmentation", 3, loss={"class_weights": "median_freq"}).setup(
+            SimpleNamespace(trainer=SimpleNamespace(datamodule=None)), "fit")
 
 
 def test_a_short_fit_with_auto_weights_logs_them_and_its_checkpoint_loads(tmp_path, caplog):

@@ -73,8 +73,14 @@ def balanced_weights(method: str, pixels: np.ndarray, image_pixels: np.ndarray) 
 
 def weights_from_data(datamodule: Any, choice: str, class_names: Sequence[str], key: str) -> Tensor:
     """(K,) float32 weights by `choice` (of `CHOICES`) from the pixel counts of `datamodule`'s training masks (its
-    `class_pixel_counts()`, a `data.mask_scan.PixelCounts`); logs them per class name once (rank 0)."""
+    `class_pixel_counts()`, a `data.mask_scan.PixelCounts`); logs them per class name once (rank 0). `auto` (the
+    default) without any data module gives ones with a warning; a data module that cannot count is refused."""
     counts = getattr(datamodule, "class_pixel_counts", None)
+    if counts is None and datamodule is None and choice == "auto":
+        # the default meets `trainer.fit(module, train_dataloaders=...)` (a notebook, a benchmark): nothing to count
+        log.warning("%s=auto: fitting without a data module, there are no training masks to count: plain "
+                    "cross-entropy (give one weight per class to weigh them)", key)
+        return torch.ones(len(class_names))
     if counts is None:
         raise ConfigError(f"{key}={choice} counts the training masks' pixels, which "
                           f"{type(datamodule).__name__ if datamodule is not None else 'a run without a data module'} "
