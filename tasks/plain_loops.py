@@ -15,7 +15,6 @@ writes one without a framework, on the same files and scored with Cerberus' own 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +23,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from data.images import load_rgb
+
 
 def _image(path: Path) -> torch.Tensor:
-    """(3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.asarray(Image.open(path).convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+    """(3, H, W) float in [0, 1] (`load_rgb`: decoded fully, any mode to RGB)."""
+    return torch.from_numpy(np.asarray(load_rgb(path)).copy()).permute(2, 0, 1).float() / 255
 
 
 def read_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,25 +74,17 @@ def plain_segmentation(root: Path, epochs: int, encoder: str = "resnet18", batch
 
 
 def read_coco_split(root: Path, split: str) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]], list[str]]:
-    """`root/annotations/instances_<split>.json` + `root/<split>/*.png` in memory: images (3, H, W) in [0, 1], one
-    torchvision target each (boxes (N, 4) xyxy, labels 1..K in category-id order as Cerberus numbers them, iscrowd,
-    area, image_id), and the class names."""
-    data = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
-    categories = sorted(data["categories"], key=lambda c: c["id"])
-    label = {c["id"]: i + 1 for i, c in enumerate(categories)}
-    by_image: dict[int, list[dict]] = {}
-    for ann in data["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    images, targets = [], []
-    for img in sorted(data["images"], key=lambda i: i["id"]):
-        anns = by_image.get(img["id"], [])
-        boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
-        images.append(_image(root / split / img["file_name"]))
-        targets.append({"boxes": boxes, "labels": torch.tensor([label[a["category_id"]] for a in anns]).long(),
-                        "iscrowd": torch.tensor([a.get("iscrowd", 0) for a in anns]).long(),
-                        "area": torch.tensor([float(a["area"]) for a in anns]), "image_id": img["id"]})
-    return images, targets, [c["name"] for c in categories]
+    """`root/annotations/instances_<split>.json` + `root/<split>/` in memory (read and validated by `load_coco`, the
+    labels 1..K as Cerberus numbers them): images (3, H, W) in [0, 1], one torchvision target each (boxes (N, 4)
+    xyxy, labels, iscrowd, area, image_id), and the class names."""
+    from data.coco import load_coco
+
+    index = load_coco(root / "annotations" / f"instances_{split}.json", root / split)
+    images = [_image(rec.path) for rec in index.images]
+    targets = [{"boxes": torch.from_numpy(rec.boxes), "labels": torch.from_numpy(rec.labels),
+                "iscrowd": torch.from_numpy(rec.iscrowd), "area": torch.from_numpy(rec.area),
+                "image_id": rec.image_id} for rec in index.images]
+    return images, targets, index.class_names
 
 
 def torchvision_faster_rcnn(backbone: str, num_classes: int, min_size: int, max_size: int) -> nn.Module:
