@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from data import MaskDataModule
-from data.flip_check import flip_sensitive, region_moments
+from data.flip_check import _agreeing, chance_agreement, flip_sensitive, region_moments
 from data.kinds import synthetic_segmentation_kind
 
 
@@ -76,7 +76,8 @@ def test_regions_are_8_connected_per_class():
 
 @pytest.mark.parametrize("kind, flips", [("glyphs", 0.0), ("shapes", 0.5)])
 def test_the_data_module_turns_flips_off_for_handed_classes(kind, flips, caplog):
-    root = synthetic_segmentation_kind(kind, train_images=60, val_images=2, test_images=2, image_size=64)
+    # 100 images: about 16 regions per glyph, enough for the chance test (60 left b at its edge with 10)
+    root = synthetic_segmentation_kind(kind, train_images=100, val_images=2, test_images=2, image_size=64)
     module = MaskDataModule(str(root), image_size=64, num_workers=0)
     with caplog.at_level(logging.INFO, logger="data"):
         assert module.hflip == flips
@@ -86,3 +87,29 @@ def test_the_data_module_turns_flips_off_for_handed_classes(kind, flips, caplog)
         assert kept.hflip == 0.5
     else:
         assert "no class has a handedness" in caplog.text
+
+
+def test_a_small_set_of_mirror_symmetric_classes_rarely_turns_flips_off():
+    """10 classes of 12 regions each whose moments have coin-flip signs (objects seen from either side): the 85 %
+    agreement alone turns flips off on about 15 % of such sets (10 regions each: half); with the chance test, at
+    most ALPHA (5 %)."""
+    rng = np.random.default_rng(0)
+    labels, trials = list(range(1, 11)), 400
+    classes = [np.repeat(labels, 12)]
+
+    def flagged(alpha: float) -> float:
+        hits = 0
+        for _ in range(trials):
+            moments = rng.choice([-1.0, 1.0], size=(120, 3)) * rng.uniform(0.1, 1.0, size=(120, 3))
+            hits += bool(_agreeing(classes, [moments], labels, agreement=0.85, min_regions=10, alpha=alpha))
+        return hits / trials
+    assert flagged(alpha=1.0) > 0.15  # the rule without the test: what this guards against
+    assert flagged(alpha=0.05) <= 0.05
+    handed = np.abs(rng.uniform(0.1, 1.0, size=(120, 3)))  # every region one way: still found, all ten
+    assert sorted(_agreeing(classes, [handed], labels, 0.85, 10)) == labels
+
+
+def test_chance_agreement_is_the_binomial_tail():
+    assert chance_agreement(10, 9) == pytest.approx(2 * 11 / 1024)
+    assert chance_agreement(10, 5) == 1.0 and chance_agreement(1, 1) == 1.0
+    assert 0 < chance_agreement(3000, 1700) < 1e-12  # 2 ** 3000 is no float: exact integers
