@@ -67,6 +67,7 @@ class HeadsTask(TaskModule):
         # head -> (sum, batches) of this training epoch's losses, for DWA; tensors on the device, so the training
         # step never waits for the device to read a value back
         self._epoch_losses: dict[str, Tensor] = {}
+        self._surgery: tuple[list[Tensor], Tensor] | None = None  # PCGrad: this step's head losses and total
         self._register_load_state_dict_pre_hook(_migrate_module_keys, with_module=True)
 
     def setup(self, stage: str) -> None:
@@ -113,6 +114,8 @@ class HeadsTask(TaskModule):
         else:
             loss, weights = self.weighting(losses)
             loss = loss + sum(ties) if ties else loss
+            if self.weighting.surgery and len(losses) > 1:
+                self._surgery = ([weights[n] * value for n, value in losses.items()], loss)
             self.log_dict({f"train/{n}/weight": w for n, w in weights.items()}, batch_size=len(images))
             for name, value in losses.items():
                 step = torch.stack([value.detach().float(), value.new_ones((), dtype=torch.float32)])
@@ -124,6 +127,16 @@ class HeadsTask(TaskModule):
         if len(terms) > 1:  # the separate terms (Dice and CE, torchvision's four losses, each head's)
             self.log_dict({f"train/{k}": v for k, v in terms.items()}, batch_size=n)
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}  # the terms name a divergence
+
+    def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's backward, or PCGrad's (`tasks/multitask/surgery.py`) when the weighting asks for surgery and
+        the step had two or more labelled heads and a finite, non-zero loss."""
+        stash, self._surgery = self._surgery, None
+        if stash is None or not bool(torch.isfinite(stash[1]) & (stash[1] != 0)):
+            return super().backward(loss, *args, **kwargs)
+        from .multitask.surgery import surgery_backward
+
+        surgery_backward(self, list(self.model.body.parameters()), stash[0], stash[1], loss)
 
     def _evaluate(self, batch: Any, split: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         images, targets = self.split_batch(batch)

@@ -155,16 +155,19 @@ def test_two_heads_uncertainty_weighting_and_partial_labels(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_with_partial_labels(tmp_path):
+@pytest.mark.parametrize("method", ["dwa", "pcgrad"])
+def test_ddp_two_cpu_processes_with_partial_labels(tmp_path, method):
     """Two processes, batch 1 each, half the images without masks and a quarter without boxes: some steps give a
     process no label at all for a head; no unused-parameter error, no NaN, one set of metrics; DWA's epoch means
-    reduced over both processes. An ImageFolder source adds images labelled for classification only."""
+    reduced over both processes; PCGrad's surgery backward reaching DDP's gradient hooks (a step whose gradients
+    DDP never reduced fails the next forward). An ImageFolder source adds images labelled for classification only."""
     from test_multitask_sources import write_image_folder
 
     photos = write_image_folder(tmp_path / "photos", {"circle": 2, "square": 2})
-    proc = run_train(*TINY, *CPU_DDP, "data.batch_size=1", "task.module.weighting.method=dwa",
+    proc = run_train(*TINY, *CPU_DDP, "data.batch_size=1", f"task.module.weighting.method={method}",
                      "data.hide_labels.segmentation=0.5", "data.hide_labels.detection=0.25",
-                     f"data.extra_train=[{{kind:imagefolder,root:'{photos}'}}]", "hydra.run.dir=run", cwd=tmp_path)
+                     f"data.extra_train=[{{kind:imagefolder,root:'{photos}'}}]", "hydra.run.dir=run", cwd=tmp_path,
+                     timeout=300)  # about 60 s alone; a DDP hang (gradients never reduced) fails in minutes, not 10
     assert_ok(proc)
     out = proc.stdout + proc.stderr
     assert "All distributed processes registered" in out and "unused parameters" not in out.lower()

@@ -5,6 +5,7 @@ from .weighting import (
     DynamicWeightAverage,
     EqualWeighting,
     LossWeighting,
+    PCGrad,
     UncertaintyWeighting,
     build_weighting,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "LossWeighting",
     "MultiTaskModel",
     "MultiTaskTask",
+    "PCGrad",
     "UncertaintyWeighting",
     "build_head",
     "build_weighting",

@@ -5,7 +5,8 @@ module, moved with it to the device and saved in its checkpoints. A batch need n
 labels are missing from the whole batch is absent from the `losses` mapping and contributes nothing to the total.
 
 Methods: "equal" (fixed weights, the baseline), "uncertainty" (Kendall, Gal & Cipolla 2018), "dwa" (Liu, Johns &
-Davison 2019). `build_weighting` builds one by name from a config.
+Davison 2019), "pcgrad" (Yu et al. 2020: equal's sum, with gradient surgery on the shared body at backward,
+tasks/multitask/surgery.py). `build_weighting` builds one by name from a config.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "DynamicWeightAverage",
     "EqualWeighting",
     "LossWeighting",
+    "PCGrad",
     "UncertaintyWeighting",
     "WEIGHTING_METHODS",
     "build_weighting",
@@ -29,7 +31,12 @@ __all__ = [
 
 class LossWeighting(nn.Module):
     """Base: heads are named (e.g. "detection", "segmentation", "classification"); their order is the order of any
-    per-head parameter or buffer, so a checkpoint loads into a module built with the same heads in the same order."""
+    per-head parameter or buffer, so a checkpoint loads into a module built with the same heads in the same order.
+
+    `surgery`: True where the shared body's gradient is not the total's (PCGrad): the task module then backpropagates
+    each head's weighted loss on its own (`tasks/multitask/surgery.py`)."""
+
+    surgery = False
 
     def __init__(self, heads: Sequence[str]) -> None:
         super().__init__()
@@ -197,15 +204,25 @@ class DynamicWeightAverage(LossWeighting):
         return f"{super().extra_repr()}, temperature={self.temperature}"
 
 
+class PCGrad(EqualWeighting):
+    """Yu et al. 2020 (PCGrad): the total is equal's (sum_i w_i * L_i, `weights` as equal takes them), and on the
+    shared body each head's gradient of w_i * L_i is projected off the others' where they conflict before they are
+    summed (`tasks.multitask.surgery.pcgrad`); the heads' own parameters get their plain gradients. The task module
+    does the backward (`HeadsTask.backward`): one extra backward through the body per labelled head."""
+
+    surgery = True
+
+
 WEIGHTING_METHODS: dict[str, type[LossWeighting]] = {
     "equal": EqualWeighting,
     "uncertainty": UncertaintyWeighting,
     "dwa": DynamicWeightAverage,
+    "pcgrad": PCGrad,
 }
 
 
 def build_weighting(method: str, heads: Sequence[str], **options: object) -> LossWeighting:
-    """The weighting `method` ("equal", "uncertainty" or "dwa") over `heads`, with its keyword `options`."""
+    """The weighting `method` ("equal", "uncertainty", "dwa" or "pcgrad") over `heads`, with its keyword `options`."""
     if method not in WEIGHTING_METHODS:
         raise ValueError(f"unknown loss weighting method {method!r}; known methods: {sorted(WEIGHTING_METHODS)}")
     cls = WEIGHTING_METHODS[method]
