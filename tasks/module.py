@@ -40,6 +40,8 @@ class HeadsTask(TaskModule):
         weighting: combines the heads' losses in a joint run (None with one head: its loss is the total). A head
             without any label in a batch stays out of it (its zero loss only ties its parameters into backward).
         head_lr_mult: head name -> factor on the base lr of that head's parameters (default 1).
+        weighting_lr_mult: factor on the base lr of the weighting's learned weights (uncertainty, gradnorm): with
+            AdamW each step moves a weight by about the lr, 2e-4 by default, so over a short run they hardly move.
         score: logged name without the split (e.g. "detection/AP") -> weight: `val/score`, `test/score` are the
             weighted mean of those metrics, for choosing the best checkpoint of a joint run (`task.monitor`).
         vis_images: validation images drawn each epoch (0: none).
@@ -47,7 +49,8 @@ class HeadsTask(TaskModule):
 
     def __init__(self, model: nn.Module, *args: Any, parts: Mapping[str, HeadPart],
                  weighting: LossWeighting | None = None, head_lr_mult: Mapping[str, float] | None = None,
-                 score: Mapping[str, float] | None = None, vis_images: int = 0, **kwargs: Any) -> None:
+                 score: Mapping[str, float] | None = None, vis_images: int = 0, weighting_lr_mult: float = 1.0,
+                 **kwargs: Any) -> None:
         super().__init__(model, *args, **kwargs)
         missing = set(model.heads) ^ set(parts)
         if missing:
@@ -62,12 +65,14 @@ class HeadsTask(TaskModule):
         self.parts = nn.ModuleDict(parts)
         self.weighting = weighting
         self.head_lr_mult = {k: float(v) for k, v in (head_lr_mult or {}).items()}
+        self.weighting_lr_mult = float(weighting_lr_mult)
         self.score = {k: float(v) for k, v in (score or {}).items()}
         self.vis_images = vis_images
         # head -> (sum, batches) of this training epoch's losses, for DWA; tensors on the device, so the training
         # step never waits for the device to read a value back
         self._epoch_losses: dict[str, Tensor] = {}
-        self._surgery: tuple[list[Tensor], Tensor] | None = None  # PCGrad: this step's head losses and total
+        # PCGrad, GradNorm: this step's labelled heads' weighted losses (name -> 0-dim, with graph) and total
+        self._surgery: tuple[dict[str, Tensor], Tensor] | None = None
         self._register_load_state_dict_pre_hook(_migrate_module_keys, with_module=True)
 
     def setup(self, stage: str) -> None:
@@ -115,7 +120,7 @@ class HeadsTask(TaskModule):
             loss, weights = self.weighting(losses)
             loss = loss + sum(ties) if ties else loss
             if self.weighting.surgery and len(losses) > 1:
-                self._surgery = ([weights[n] * value for n, value in losses.items()], loss)
+                self._surgery = ({n: weights[n] * value for n, value in losses.items()}, loss)
             self.log_dict({f"train/{n}/weight": w for n, w in weights.items()}, batch_size=len(images))
             for name, value in losses.items():
                 step = torch.stack([value.detach().float(), value.new_ones((), dtype=torch.float32)])
@@ -129,14 +134,14 @@ class HeadsTask(TaskModule):
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}  # the terms name a divergence
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        """Lightning's backward, or PCGrad's (`tasks/multitask/surgery.py`) when the weighting asks for surgery and
-        the step had two or more labelled heads and a finite, non-zero loss."""
+        """Lightning's backward, or the weighting's gradient surgery (PCGrad, GradNorm: `tasks/multitask/surgery.py`)
+        when it asks for one and the step had two or more labelled heads and a finite, non-zero loss."""
         stash, self._surgery = self._surgery, None
         if stash is None or not bool(torch.isfinite(stash[1]) & (stash[1] != 0)):
             return super().backward(loss, *args, **kwargs)
         from .multitask.surgery import surgery_backward
 
-        surgery_backward(self, list(self.model.body.parameters()), stash[0], stash[1], loss)
+        surgery_backward(self, list(self.model.body.parameters()), self.weighting, *stash, loss)
 
     def _evaluate(self, batch: Any, split: str) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         images, targets = self.split_batch(batch)
@@ -220,7 +225,8 @@ class HeadsTask(TaskModule):
             groups.append({"params": moved, "lr_mult": mult})
         if self.weighting is not None and any(True for _ in self.weighting.parameters()):
             # learned loss weights (log-variances) are not decayed towards 0
-            groups.append({"params": list(self.weighting.parameters()), "lr_mult": 1.0, "weight_decay": 0.0})
+            groups.append({"params": list(self.weighting.parameters()), "lr_mult": self.weighting_lr_mult,
+                           "weight_decay": 0.0})
         return [g for g in groups if g["params"] and g["lr_mult"] > 0]
 
     def report_tables(self) -> list[Table]:

@@ -230,8 +230,8 @@ def test_build_weighting_methods_and_options():
 
 
 def test_build_weighting_errors():
-    with pytest.raises(ValueError, match="'gradnorm'.*dwa.*equal.*uncertainty"):
-        build_weighting("gradnorm", HEADS)
+    with pytest.raises(ValueError, match="'gradvac'.*dwa.*equal.*gradnorm.*pcgrad.*uncertainty"):
+        build_weighting("gradvac", HEADS)
     with pytest.raises(ValueError, match="temperature.*'equal'"):
         build_weighting("equal", HEADS, temperature=2.0)
     with pytest.raises(ValueError, match="init.*'dwa'"):

@@ -3,6 +3,8 @@ backward putting the projected sum on the shared body and plain gradients on the
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import assert_ok, run_train
@@ -59,7 +61,7 @@ def test_backward_puts_the_projected_sum_on_the_body_and_plain_gradients_on_the_
     head_losses, total = reference._surgery  # each head's weighted loss, with its graph, and their sum
     body = [p for p in reference.model.body.parameters() if p.requires_grad]
     flat = []
-    for head_loss in head_losses:
+    for head_loss in head_losses.values():
         grads = torch.autograd.grad(head_loss, body, retain_graph=True, allow_unused=True)
         flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, body)]))
     torch.manual_seed(5)
@@ -106,3 +108,37 @@ def test_a_joint_run_with_pcgrad(tmp_path):
 def test_pcgrad_takes_equal_s_weight_checks(bad):
     with pytest.raises(ValueError, match="finite and >= 0"):
         build_weighting("pcgrad", list(HEADS), weights=bad)
+
+
+def test_gradnorm_weight_gradients_against_the_hand_formula():
+    method = build_weighting("gradnorm", list(HEADS), alpha=1.5)
+    # first step: L(0) = (2, 1); then (1, 0.8): rates 0.5 and 0.8, relative 0.5 / 0.65 and 0.8 / 0.65
+    method({"segmentation": torch.tensor(2.0), "classification": torch.tensor(1.0)})
+    total, weights = method({"segmentation": torch.tensor(1.0), "classification": torch.tensor(0.8)})
+    assert float(total.detach()) == pytest.approx(1.8) and float(weights["segmentation"]) == 1.0
+    grads = {"segmentation": torch.tensor([3.0, 4.0]), "classification": torch.tensor([1.0, 0.0])}  # G = 5, 1
+    body, own = method.surgery_gradients(grads)
+    torch.testing.assert_close(body, torch.tensor([4.0, 4.0]))  # the model's gradient: the plain sum
+    mean = 3.0
+    targets = [mean * (0.5 / 0.65) ** 1.5, mean * (0.8 / 0.65) ** 1.5]  # 2.03, 4.10
+    expected = [math.copysign(5.0, 5.0 - targets[0]) / 1.0, math.copysign(1.0, 1.0 - targets[1]) / 1.0]
+    assert [p is method.weights[h] for (p, _), h in zip(own, HEADS)] == [True, True]
+    assert [float(g) for _, g in own] == pytest.approx(expected)  # +5: segmentation down, -1: classification up
+
+
+def test_gradnorm_weights_stay_positive_and_sum_to_the_number_of_heads():
+    method = build_weighting("gradnorm", list(HEADS))
+    with torch.no_grad():
+        method.weights["segmentation"].fill_(3.0)
+        method.weights["classification"].fill_(-1.0)
+    _, weights = method({"segmentation": torch.tensor(1.0), "classification": torch.tensor(1.0)})
+    assert sum(float(w) for w in weights.values()) == pytest.approx(2.0) and min(map(float, weights.values())) > 0
+
+
+def test_a_joint_run_with_gradnorm_moves_the_weights(tmp_path):
+    proc = run_train(*TINY, "task.heads=[segmentation,classification]", "task.module.weighting.method=gradnorm",
+                     "trainer.max_epochs=2", "hydra.run.dir=run", cwd=tmp_path)
+    assert_ok(proc)
+    rows = _rows(tmp_path / "run")
+    weights = [float(r["train/segmentation/weight"]) for r in rows if r.get("train/segmentation/weight")]
+    assert len(weights) > 2 and weights[-1] != weights[0]

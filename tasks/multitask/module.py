@@ -48,6 +48,7 @@ def MultiTaskTask(model: nn.Module, *args: Any, class_names: list[str] | None = 
                                        "detection": detection or {}})
     weighting = dict(weighting or {"method": "equal"})
     method = weighting.pop("method", "equal")
+    weighting_lr_mult = float(weighting.pop("lr_mult", None) or 1.0)
     if "weights" in weighting and weighting["weights"] is not None:  # only the heads of this run
         weighting["weights"] = {k: v for k, v in dict(weighting["weights"]).items() if k in parts}
     # the config carries every method's options (weights, init, temperature): each method takes its own
@@ -58,4 +59,4 @@ def MultiTaskTask(model: nn.Module, *args: Any, class_names: list[str] | None = 
     score = {k: v for k, v in dict(score or {}).items() if k.split("/")[0] in heads}
     lr = {k: v for k, v in dict(head_lr_mult or {}).items() if k in heads}
     return HeadsTask(model, *args, parts=parts, weighting=combine, head_lr_mult=lr, score=score,
-                     class_names=names, **kwargs)
+                     weighting_lr_mult=weighting_lr_mult, class_names=names, **kwargs)

@@ -1,19 +1,25 @@
-"""Gradient surgery on the shared body: PCGrad (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning").
+"""Backward with each head's own gradient on the shared body: the weighting methods that need them (PCGrad, GradNorm).
 
-Each head's gradient on the shared parameters (backbone + neck) is projected off every other head's where the two
-conflict (negative dot product), in a random order per head, and the projected gradients are summed. The heads' own
-parameters keep their plain gradients: only the body is shared. `task.module.weighting.method=pcgrad`
-(`tasks.multitask.weighting.PCGrad`) turns it on; `HeadsTask.backward` calls `surgery_backward`.
+`surgery_backward` takes each labelled head's gradient on the shared parameters (backbone + neck), lets the weighting
+turn them into the body's gradient (and gradients for its own parameters), and backpropagates that. PCGrad (Yu et al.
+2020, "Gradient Surgery for Multi-Task Learning", `pcgrad`): each head's gradient is projected off every other head's
+where the two conflict (negative dot product), in a random order per head, and the projections are summed. The heads'
+own parameters keep their plain gradients: only the body is shared. `HeadsTask.backward` calls it when the
+weighting's `surgery` is set.
 
 Cost: one extra backward through the body per labelled head (K + 1 in all, against 1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # weighting.py imports pcgrad from here
+    from .weighting import LossWeighting
 
 __all__ = ["pcgrad", "surgery_backward"]
 
@@ -38,12 +44,13 @@ def pcgrad(grads: Sequence[Tensor], generator: torch.Generator | None = None) ->
     return total
 
 
-def surgery_backward(module: nn.Module, shared: Sequence[nn.Parameter], head_losses: Sequence[Tensor],
-                     total: Tensor, loss: Tensor) -> None:
+def surgery_backward(module: nn.Module, shared: Sequence[nn.Parameter], weighting: LossWeighting,
+                     head_losses: Mapping[str, Tensor], total: Tensor, loss: Tensor) -> None:
     """Backward for `loss` (`total`, the training step's loss, as Lightning passes it to backward: scaled for mixed
-    precision, divided for gradient accumulation) with PCGrad on the `shared` parameters: their gradient is
-    `pcgrad` of the `head_losses`' gradients (the weighted loss of each labelled head, summing to `total` up to the
-    zero ties of unlabelled heads); every other trainable parameter of `module` gets its plain gradient of `total`.
+    precision, divided for gradient accumulation) with the `shared` parameters' gradient from
+    `weighting.surgery_gradients` of each labelled head's gradient of its weighted loss (`head_losses`, summing to
+    `total` up to the zero ties of unlabelled heads), plus the gradients it gives its own parameters; every other
+    trainable parameter of `module` gets its plain gradient of `total`.
 
     The gradients are put in place by one ordinary backward of sum_p (p * g_p).sum(), not written to `.grad`: it
     accumulates as any backward does and fires DDP's gradient hooks, so DDP averages them over processes."""
@@ -51,12 +58,15 @@ def surgery_backward(module: nn.Module, shared: Sequence[nn.Parameter], head_los
     shared = [p for p in shared if p.requires_grad]
     ids = {id(p) for p in shared}
     rest = [p for p in module.parameters() if p.requires_grad and id(p) not in ids]
-    per_head = [torch.autograd.grad(h, shared, retain_graph=True, allow_unused=True) for h in head_losses]
-    flat = [torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gs, shared)])
-            for gs in per_head]
-    merged = pcgrad(flat).split([p.numel() for p in shared])
+    flat = {}
+    for name, head_loss in head_losses.items():
+        grads = torch.autograd.grad(head_loss, shared, retain_graph=True, allow_unused=True)
+        flat[name] = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, shared)])
+    body, own = weighting.surgery_gradients(flat)
+    merged = body.split([p.numel() for p in shared])
     plain = torch.autograd.grad(total, rest, allow_unused=True) if rest else ()
     surrogate = sum((p * g.view_as(p)).sum() for p, g in zip(shared, merged))
+    surrogate = surrogate + sum((p * g).sum() for p, g in own)
     # an unused parameter still gets its zero, so DDP (find_unused_parameters=False) sees every one
     surrogate = surrogate + sum((p * (g if g is not None else torch.zeros_like(p))).sum() for p, g in zip(rest, plain))
     (surrogate * scale).backward()

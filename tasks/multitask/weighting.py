@@ -6,7 +6,8 @@ labels are missing from the whole batch is absent from the `losses` mapping and 
 
 Methods: "equal" (fixed weights, the baseline), "uncertainty" (Kendall, Gal & Cipolla 2018), "dwa" (Liu, Johns &
 Davison 2019), "pcgrad" (Yu et al. 2020: equal's sum, with gradient surgery on the shared body at backward,
-tasks/multitask/surgery.py). `build_weighting` builds one by name from a config.
+tasks/multitask/surgery.py), "gradnorm" (Chen et al. 2018: weights learned so that each head's gradient norm on the
+shared body follows its relative training rate). `build_weighting` builds one by name from a config.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 __all__ = [
     "DynamicWeightAverage",
     "EqualWeighting",
+    "GradNorm",
     "LossWeighting",
     "PCGrad",
     "UncertaintyWeighting",
@@ -33,10 +35,16 @@ class LossWeighting(nn.Module):
     """Base: heads are named (e.g. "detection", "segmentation", "classification"); their order is the order of any
     per-head parameter or buffer, so a checkpoint loads into a module built with the same heads in the same order.
 
-    `surgery`: True where the shared body's gradient is not the total's (PCGrad): the task module then backpropagates
-    each head's weighted loss on its own (`tasks/multitask/surgery.py`)."""
+    `surgery`: True where the method needs each head's own gradient on the shared body (PCGrad, GradNorm): the task
+    module then backpropagates each head's weighted loss on its own and asks `surgery_gradients` what to apply
+    (`tasks/multitask/surgery.py`)."""
 
     surgery = False
+
+    def surgery_gradients(self, grads: Mapping[str, Tensor]) -> tuple[Tensor, list[tuple[nn.Parameter, Tensor]]]:
+        """grads: labelled head -> its weighted loss's flat gradient on the shared parameters, (P,). Returns the
+        shared parameters' gradient (P,) and (parameter, gradient) pairs for this module's own parameters."""
+        raise NotImplementedError(f"{type(self).__name__} does no gradient surgery")
 
     def __init__(self, heads: Sequence[str]) -> None:
         super().__init__()
@@ -212,17 +220,88 @@ class PCGrad(EqualWeighting):
 
     surgery = True
 
+    def surgery_gradients(self, grads: Mapping[str, Tensor]) -> tuple[Tensor, list[tuple[nn.Parameter, Tensor]]]:
+        from .surgery import pcgrad
+
+        return pcgrad(list(grads.values())), []
+
+
+class GradNorm(LossWeighting):
+    """Chen et al. 2018 (GradNorm): total = sum_i w_i * L_i with learned weights w_i (init 1, kept > 0 and summing to
+    K, the number of heads). Each step, with G_i = |grad of w_i * L_i| on the shared body (all of it; the paper's
+    last shared layer is a cheaper stand-in), r_i = (L_i / L_i(0)) / mean_j (L_j / L_j(0)) over the labelled heads
+    (L_i(0): the head's first labelled loss) and the target T_i = mean_j G_j * r_i ** alpha held constant, w_i
+    moves down the gradient of sum_i |G_i - T_i|: dw_i = sign(G_i - T_i) * G_i / w_i. A head that trains more slowly
+    (larger r_i) gets the larger gradient, so the larger weight; alpha (1.5) sets how strongly.
+
+    The model's gradient is the plain one of the weighted sum; the task module does the backward
+    (`HeadsTask.backward`, one extra backward through the body per labelled head). The w_i are parameters of this
+    module (the optimizer takes them, without weight decay), renormalised to sum to K before each use.
+    `initial_losses` (K,) is a persistent buffer: a resumed run keeps its L_i(0)."""
+
+    surgery = True
+
+    def __init__(self, heads: Sequence[str], alpha: float = 1.5) -> None:
+        super().__init__(heads)
+        if not (math.isfinite(float(alpha)) and float(alpha) >= 0):
+            raise ValueError(f"GradNorm alpha must be finite and >= 0, got {alpha!r}")
+        self.alpha = float(alpha)
+        self.weights = nn.ParameterDict({head: nn.Parameter(torch.tensor(1.0)) for head in self.heads})
+        self.register_buffer("initial_losses", torch.full((len(self.heads),), math.nan))
+        self._losses: dict[str, float] = {}
+
+    @torch.no_grad()
+    def _renormalise(self) -> None:
+        w = torch.stack([self.weights[h] for h in self.heads]).clamp_min(1e-3)
+        w = w * len(self.heads) / w.sum()
+        for head, value in zip(self.heads, w):
+            self.weights[head].copy_(value)
+
+    def _combine(self, losses: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        self._renormalise()
+        total = self._zero
+        applied: dict[str, Tensor] = {}
+        for i, head in enumerate(self.heads):
+            w = self.weights[head]
+            if head in losses:
+                loss = losses[head]
+                if math.isnan(float(self.initial_losses[i])):
+                    self.initial_losses[i] = loss.detach()
+                self._losses[head] = float(loss.detach())
+                applied[head] = w.detach()
+                total = total + applied[head] * loss
+            # w_i's gradient comes from surgery_gradients; 0 * w_i keeps it in the graph for DDP's reducer
+            total = total + 0 * w
+        return total, applied
+
+    def surgery_gradients(self, grads: Mapping[str, Tensor]) -> tuple[Tensor, list[tuple[nn.Parameter, Tensor]]]:
+        heads = list(grads)
+        norms = torch.stack([grads[h].norm() for h in heads])  # G_i
+        rates = torch.tensor([self._losses[h] / float(self.initial_losses[self._index[h]]) for h in heads],
+                             dtype=norms.dtype, device=norms.device)
+        target = norms.mean() * (rates / rates.mean()) ** self.alpha
+        own = []
+        for head, g, t in zip(heads, norms, target):
+            w = self.weights[head]
+            own.append((w, torch.sign(g - t) * g / w.detach()))
+        return sum(grads.values()), own
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, alpha={self.alpha}"
+
 
 WEIGHTING_METHODS: dict[str, type[LossWeighting]] = {
     "equal": EqualWeighting,
     "uncertainty": UncertaintyWeighting,
     "dwa": DynamicWeightAverage,
     "pcgrad": PCGrad,
+    "gradnorm": GradNorm,
 }
 
 
 def build_weighting(method: str, heads: Sequence[str], **options: object) -> LossWeighting:
-    """The weighting `method` ("equal", "uncertainty", "dwa" or "pcgrad") over `heads`, with its keyword `options`."""
+    """The weighting `method` (`WEIGHTING_METHODS`: equal, uncertainty, dwa, pcgrad, gradnorm) over `heads`, with its
+    keyword `options`."""
     if method not in WEIGHTING_METHODS:
         raise ValueError(f"unknown loss weighting method {method!r}; known methods: {sorted(WEIGHTING_METHODS)}")
     cls = WEIGHTING_METHODS[method]
