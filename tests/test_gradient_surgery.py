@@ -1,5 +1,6 @@
-"""PCGrad (`task.module.weighting.method=pcgrad`): the projection against a hand computation, the task module's
-backward putting the projected sum on the shared body and plain gradients on the heads, and a joint run."""
+"""The weightings that need each head's gradient on the shared body: PCGrad (the projection against a hand
+computation, the task module's backward putting the projected sum on the body and plain gradients on the heads, a
+joint run) and GradNorm (its weights' gradients by hand, their renormalisation, a joint run that moves them)."""
 
 from __future__ import annotations
 
