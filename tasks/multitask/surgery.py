@@ -50,23 +50,25 @@ def surgery_backward(module: nn.Module, shared: Sequence[nn.Parameter], weightin
     precision, divided for gradient accumulation) with the `shared` parameters' gradient from
     `weighting.surgery_gradients` of each labelled head's gradient of its weighted loss (`head_losses`, summing to
     `total` up to the zero ties of unlabelled heads), plus the gradients it gives its own parameters; every other
-    trainable parameter of `module` gets its plain gradient of `total`.
+    trainable parameter of `module` gets its plain gradient of `loss`.
 
     The gradients are put in place by one ordinary backward of sum_p (p * g_p).sum(), not written to `.grad`: it
     accumulates as any backward does and fires DDP's gradient hooks, so DDP averages them over processes."""
-    scale = loss.detach() / total.detach()  # the loss scaler's factor over the accumulation divisor
+    # the loss scaler's factor over the accumulation divisor: each head's loss is scaled as `loss` is, so fp16
+    # gradients do not underflow; PCGrad's projection and GradNorm's comparisons are linear in it
+    scale = loss.detach() / total.detach()
     shared = [p for p in shared if p.requires_grad]
     ids = {id(p) for p in shared}
     rest = [p for p in module.parameters() if p.requires_grad and id(p) not in ids]
     flat = {}
     for name, head_loss in head_losses.items():
-        grads = torch.autograd.grad(head_loss, shared, retain_graph=True, allow_unused=True)
+        grads = torch.autograd.grad(head_loss * scale, shared, retain_graph=True, allow_unused=True)
         flat[name] = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, shared)])
     body, own = weighting.surgery_gradients(flat)
     merged = body.split([p.numel() for p in shared])
-    plain = torch.autograd.grad(total, rest, allow_unused=True) if rest else ()
+    plain = torch.autograd.grad(loss, rest, allow_unused=True) if rest else ()
     surrogate = sum((p * g.view_as(p)).sum() for p, g in zip(shared, merged))
     surrogate = surrogate + sum((p * g).sum() for p, g in own)
     # an unused parameter still gets its zero, so DDP (find_unused_parameters=False) sees every one
     surrogate = surrogate + sum((p * (g if g is not None else torch.zeros_like(p))).sum() for p, g in zip(rest, plain))
-    (surrogate * scale).backward()
+    surrogate.backward()
