@@ -67,7 +67,8 @@ def surgery_backward(module: nn.Module, shared: Sequence[nn.Parameter], weightin
     body, own = weighting.surgery_gradients(flat)
     merged = body.split([p.numel() for p in shared])
     plain = torch.autograd.grad(loss, rest, allow_unused=True) if rest else ()
-    surrogate = sum((p * g.view_as(p)).sum() for p, g in zip(shared, merged))
+    # each gradient laid out as its parameter (channels-last ones too): DDP's buckets expect the parameter's strides
+    surrogate = sum((p * torch.empty_like(p).copy_(g.view_as(p))).sum() for p, g in zip(shared, merged))
     surrogate = surrogate + sum((p * g).sum() for p, g in own)
     # an unused parameter still gets its zero, so DDP (find_unused_parameters=False) sees every one
     surrogate = surrogate + sum((p * (g if g is not None else torch.zeros_like(p))).sum() for p, g in zip(rest, plain))
