@@ -143,3 +143,11 @@ def test_a_joint_run_with_gradnorm_moves_the_weights(tmp_path):
     rows = _rows(tmp_path / "run")
     weights = [float(r["train/segmentation/weight"]) for r in rows if r.get("train/segmentation/weight")]
     assert len(weights) > 2 and weights[-1] != weights[0]
+
+
+@pytest.mark.parametrize("lr_mult", [0, -1.0, float("nan")])
+def test_a_weighting_lr_mult_that_would_drop_the_weights_is_named_with_the_fix(lr_mult):
+    with pytest.raises(ValueError, match=r"task.module.weighting.lr_mult=.*must be > 0"):
+        joint_module(HEADS, weighting={"method": "gradnorm", "lr_mult": lr_mult})
+    with pytest.raises(ValueError, match=r"task.module.weighting.alpha=-1.*>= 0"):
+        build_weighting("gradnorm", list(HEADS), alpha=-1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,12 @@ def MultiTaskTask(model: nn.Module, *args: Any, class_names: list[str] | None = 
                                        "detection": detection or {}})
     weighting = dict(weighting or {"method": "equal"})
     method = weighting.pop("method", "equal")
-    weighting_lr_mult = float(weighting.pop("lr_mult", None) or 1.0)
+    weighting_lr_mult = weighting.pop("lr_mult", None)
+    weighting_lr_mult = 1.0 if weighting_lr_mult is None else float(weighting_lr_mult)
+    if not (math.isfinite(weighting_lr_mult) and weighting_lr_mult > 0):
+        # 0 or less would leave the learned weights out of the optimizer (param_groups drops lr_mult <= 0)
+        raise ValueError(f"task.module.weighting.lr_mult={weighting_lr_mult:g}: the learned loss weights' factor on "
+                         "optim.lr must be > 0 (1 trains them at optim.lr, e.g. 50 lets them move in a short run)")
     if "weights" in weighting and weighting["weights"] is not None:  # only the heads of this run
         weighting["weights"] = {k: v for k, v in dict(weighting["weights"]).items() if k in parts}
     # the config carries every method's options (weights, init, temperature): each method takes its own

@@ -244,7 +244,8 @@ class GradNorm(LossWeighting):
     def __init__(self, heads: Sequence[str], alpha: float = 1.5) -> None:
         super().__init__(heads)
         if not (math.isfinite(float(alpha)) and float(alpha) >= 0):
-            raise ValueError(f"GradNorm alpha must be finite and >= 0, got {alpha!r}")
+            raise ValueError(f"task.module.weighting.alpha={alpha!r}: GradNorm's alpha must be finite and >= 0 "
+                             "(1.5 is the paper's; 0 asks for equal gradient norms)")
         self.alpha = float(alpha)
         self.weights = nn.ParameterDict({head: nn.Parameter(torch.tensor(1.0)) for head in self.heads})
         self.register_buffer("initial_losses", torch.full((len(self.heads),), math.nan))
