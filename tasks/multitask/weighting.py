@@ -249,7 +249,7 @@ class GradNorm(LossWeighting):
         self.alpha = float(alpha)
         self.weights = nn.ParameterDict({head: nn.Parameter(torch.tensor(1.0)) for head in self.heads})
         self.register_buffer("initial_losses", torch.full((len(self.heads),), math.nan))
-        self._losses: dict[str, float] = {}
+        self._losses: dict[str, Tensor] = {}  # this step's detached losses, on the device (no host sync)
 
     @torch.no_grad()
     def _renormalise(self) -> None:
@@ -265,10 +265,10 @@ class GradNorm(LossWeighting):
         for i, head in enumerate(self.heads):
             w = self.weights[head]
             if head in losses:
-                loss = losses[head]
-                if math.isnan(float(self.initial_losses[i])):
-                    self.initial_losses[i] = loss.detach()
-                self._losses[head] = float(loss.detach())
+                loss = losses[head].detach()
+                first = self.initial_losses[i]
+                self.initial_losses[i] = torch.where(torch.isnan(first), loss.to(first.dtype), first)
+                self._losses[head] = loss
                 applied[head] = w.detach()
                 total = total + applied[head] * loss
             # w_i's gradient comes from surgery_gradients; 0 * w_i keeps it in the graph for DDP's reducer
@@ -278,8 +278,7 @@ class GradNorm(LossWeighting):
     def surgery_gradients(self, grads: Mapping[str, Tensor]) -> tuple[Tensor, list[tuple[nn.Parameter, Tensor]]]:
         heads = list(grads)
         norms = torch.stack([grads[h].norm() for h in heads])  # G_i
-        rates = torch.tensor([self._losses[h] / float(self.initial_losses[self._index[h]]) for h in heads],
-                             dtype=norms.dtype, device=norms.device)
+        rates = torch.stack([self._losses[h] / self.initial_losses[self._index[h]] for h in heads]).to(norms)
         target = norms.mean() * (rates / rates.mean()) ** self.alpha
         own = []
         for head, g, t in zip(heads, norms, target):
