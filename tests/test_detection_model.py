@@ -70,9 +70,10 @@ def test_single_level_backbone_without_neck():
     assert set(out[0]) == {"boxes", "scores", "labels"}
 
 
-def test_mixed_widths_are_explained():
-    with pytest.raises(ValueError, match="use neck=fpn"):
-        DetectionModel(build_body({"name": "resnet18"}, {"name": "none"}), 2)
+@pytest.mark.parametrize("masks, name", [(False, "Faster R-CNN"), (True, "Mask R-CNN")])
+def test_mixed_widths_are_explained(masks, name):
+    with pytest.raises(ValueError, match=f"^{name} needs feature maps of one width.*use neck=fpn"):
+        DetectionModel(build_body({"name": "resnet18"}, {"name": "none"}), 2, masks=masks)
 
 
 def test_training_step_returns_losses_and_eval_returns_boxes():

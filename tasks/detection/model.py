@@ -79,7 +79,8 @@ class RCNNHead(nn.Module):
         widths = {spec.channels for spec in shapes.values()}
         if len(widths) > 1:
             raise ValueError(
-                f"Faster R-CNN needs feature maps of one width, but the body returns {dict(shapes)}; "
+                f"{'Mask' if masks else 'Faster'} R-CNN needs feature maps of one width, but the body returns "
+                f"{dict(shapes)}; "
                 "use neck=fpn, or a single level (backbone.out_levels=[c5])"
             )
         levels = list(shapes)
