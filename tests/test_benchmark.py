@@ -103,6 +103,19 @@ def test_multitask_benchmark_trains_each_head_alone_and_together(tmp_path):
         "joint-equal", "single-classification", "single-segmentation"]
 
 
+def test_step_cost_times_each_weighting_on_the_same_joint_model(tmp_path):
+    proc = run_benchmark("--multitask", "--step-cost", "--heads", "segmentation", "classification", "--weightings",
+                         "equal", "pcgrad", "gradnorm", "--steps", "3", "--repeats", "2", "--override",
+                         "data.synthetic.train_images=8", "data.synthetic.val_images=2", "data.synthetic.test_images=2",
+                         "data.synthetic.image_size=64", "data.num_workers=0", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 rounds x 2 timed steps per weighting" in proc.stdout
+    rows = {r.split("|")[1].strip(): r.split("|")[2:4] for r in proc.stdout.splitlines() if r.startswith("| ")}
+    assert rows.keys() == {"weighting", "equal", "pcgrad", "gradnorm"}
+    assert float(rows["equal"][1]) == 1.0
+    assert all(float(ms) > 0 and float(ratio) > 0 for ms, ratio in (rows["pcgrad"], rows["gradnorm"]))
+
+
 @pytest.mark.parametrize("task", ["classification", "detection"])
 def test_latency_benchmark_prints_percentiles_throughput_and_memory(task, tmp_path):
     proc = run_benchmark("--latency", "--task", task, "--backbone", "resnet18", "--image-size", "64",
@@ -161,3 +174,10 @@ def test_equal_time_epochs_scale_by_the_measured_seconds():
     assert equal_time_epochs("plain@defaults-time", 6, done) == 1  # at least one epoch
     with pytest.raises(ValueError, match="needs the 'defaults' and 'plain' runs"):
         equal_time_epochs("defaults@plain-time", 6, {"defaults": done["defaults"]})
+
+
+def test_step_cost_needs_a_timed_step():
+    from tasks.multitask.step_cost import step_seconds
+
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        step_seconds(["equal"], [], steps=1)

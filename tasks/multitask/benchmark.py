@@ -30,10 +30,11 @@ TARGETS = {"delta": 0.0, "drop_points": 1.0, "inference_ratio": 0.5, "train_rati
 
 class TrainStepTime(L.Callback):
     """Logs `time/train_steps_s` once per epoch: the seconds its training steps took (forward, backward, optimizer
-    step), without data loading, validation or logging between steps."""
+    step), without data loading, validation or logging between steps; `steps` keeps every step's seconds."""
 
     def __init__(self) -> None:
         self.total, self.start = 0.0, 0.0
+        self.steps: list[float] = []
 
     def _now(self) -> float:
         if torch.cuda.is_available():
@@ -47,7 +48,8 @@ class TrainStepTime(L.Callback):
         self.start = self._now()
 
     def on_train_batch_end(self, *args: object) -> None:
-        self.total += self._now() - self.start
+        self.steps.append(self._now() - self.start)
+        self.total += self.steps[-1]
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.log("time/train_steps_s", self.total, sync_dist=True, reduce_fx="max")
