@@ -108,11 +108,11 @@ def test_per_head_learning_rates_and_learned_weights_in_the_optimizer():
     assert len(boosted) == 1 and {id(p) for p in boosted[0]["params"]} == cls_ids
     learned = [g for g in groups if g.get("weight_decay") == 0.0]  # log-variances are not decayed towards 0
     assert len(learned) == 1 and {id(p) for p in learned[0]["params"]} == {id(p) for p in module.weighting.parameters()}
-    assert len(learned[0]["params"]) == 3 and learned[0]["lr_mult"] == 1.0
-    faster = joint_module(weighting={"method": "gradnorm", "lr_mult": 50.0})  # task.module.weighting.lr_mult
-    faster.trainer = None
-    learned = [g for g in faster.param_groups() if g.get("weight_decay") == 0.0]
-    assert len(learned) == 1 and learned[0]["lr_mult"] == 50.0 and len(learned[0]["params"]) == 3
+    assert len(learned[0]["params"]) == 3 and learned[0]["lr_mult"] == 50.0  # the default: weights that move
+    slower = joint_module(weighting={"method": "gradnorm", "lr_mult": 1.0})  # task.module.weighting.lr_mult
+    slower.trainer = None
+    learned = [g for g in slower.param_groups() if g.get("weight_decay") == 0.0]
+    assert len(learned) == 1 and learned[0]["lr_mult"] == 1.0 and len(learned[0]["params"]) == 3
     assert sum(len(g["params"]) for g in groups) == len({id(p) for g in groups for p in g["params"]})  # no repeats
 
 

@@ -16,6 +16,11 @@ from ..parts import HeadPart
 from ..segmentation.module import SegmentationPart
 from .weighting import WEIGHTING_METHODS, build_weighting
 
+# The learned loss weights' (uncertainty, gradnorm) factor on optim.lr. At 1 they did not move in the default 6-epoch
+# joint run (AdamW moves each by about the lr, 2e-4, per step: uncertainty's weights 0.4998 -> 0.5000), which made
+# both methods equal weighting under another name; at 50 they move (README: One model, several heads).
+LEARNED_WEIGHTS_LR_MULT = 50.0
+
 
 def joint_parts(model: nn.Module, class_names: list[str],
                 options: Mapping[str, Mapping[str, Any]]) -> dict[str, HeadPart]:
@@ -50,7 +55,7 @@ def MultiTaskTask(model: nn.Module, *args: Any, class_names: list[str] | None = 
     weighting = dict(weighting or {"method": "equal"})
     method = weighting.pop("method", "equal")
     weighting_lr_mult = weighting.pop("lr_mult", None)
-    weighting_lr_mult = 1.0 if weighting_lr_mult is None else float(weighting_lr_mult)
+    weighting_lr_mult = LEARNED_WEIGHTS_LR_MULT if weighting_lr_mult is None else float(weighting_lr_mult)
     if not (math.isfinite(weighting_lr_mult) and weighting_lr_mult > 0):
         # 0 or less would leave the learned weights out of the optimizer (param_groups drops lr_mult <= 0)
         raise ValueError(f"task.module.weighting.lr_mult={weighting_lr_mult:g}: the learned loss weights' factor on "
