@@ -6,6 +6,7 @@ same torchvision models, same in-memory data and batch size, in one process.
     uv run python benchmark.py --task segmentation              # U-Net: resnet34, 128 px, batch 8
     uv run python benchmark.py --multitask                      # joint model vs one single-head model per head
     uv run python benchmark.py --multitask --step-cost --weightings equal pcgrad gradnorm   # ms per step, x equal
+    uv run python benchmark.py --step-cost --task detection --configs defaults task.model.representation_size=1024
     uv run python benchmark.py --latency                        # ResNet-50 classifier: eager vs onnxruntime FP32 / INT8
     uv run python benchmark.py --latency --task segmentation    # P50/P95/P99, throughput, peak memory
     uv run python benchmark.py --recipes defaults plain --kinds thin glyphs   # recipes x dataset kinds, mIoU
@@ -560,9 +561,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="--multitask: every run's seed")
     parser.add_argument("--keep", default=None, help="--multitask: folder for the runs (default: a temporary one)")
     parser.add_argument("--step-cost", action="store_true",
-                        help="--multitask: instead of training runs, the seconds per training step of each of "
-                             "--weightings on the same joint model, interleaved (--repeats rounds of --steps steps, "
-                             "default 6)")
+                        help="seconds per training step of each of --configs of --task (with --multitask: of each "
+                             "of --weightings on the same joint model), interleaved (--repeats rounds of --steps "
+                             "steps, default 6), as ratios to the first")
+    parser.add_argument("--configs", nargs="+", default=[],
+                        help="--step-cost: configs to compare, one per argument, each `defaults` or a quoted list of "
+                             "overrides, e.g. defaults \"task.model.representation_size=1024\"")
     parser.add_argument("--latency", action="store_true",
                         help="inference latency P50/P95/P99 (batch 1) and throughput (--batch-size, default 8) of "
                              "PyTorch eager, onnxruntime FP32 and INT8 for --task, plus peak memory")
@@ -591,11 +595,18 @@ def main() -> None:
         print(main_latency(args.task, backbone, args.image_size, args.batch_size or 8, args.requests, args.rounds,
                            args.warmup or 5, args.override))
         return
-    if args.multitask and args.step_cost:
-        from tasks.multitask.step_cost import main_step_cost
+    if args.step_cost:
+        from tasks.step_cost import main_step_cost, parse_configs
 
-        heads = f"task.heads=[{','.join(args.heads)}]"
-        print(main_step_cost(args.weightings, [heads, *args.override], args.steps or 6, args.repeats, args.seed))
+        if args.multitask:
+            configs = {m: [f"task.module.weighting.method={m}"] for m in args.weightings}
+            base = ["task=multitask", f"task.heads=[{','.join(args.heads)}]"]
+            what, model = "weighting", "joint model"
+        else:
+            configs = parse_configs(args.configs)
+            base = [f"task={args.task}"] + ([f"backbone={args.backbone}"] if args.backbone else [])
+            what, model = "config", f"{args.task} model"
+        print(main_step_cost(configs, [*base, *args.override], args.steps or 6, args.repeats, args.seed, what, model))
         return
     if args.multitask:
         from tasks.multitask.benchmark import main_multitask

@@ -176,8 +176,32 @@ def test_equal_time_epochs_scale_by_the_measured_seconds():
         equal_time_epochs("defaults@plain-time", 6, {"defaults": done["defaults"]})
 
 
-def test_step_cost_needs_a_timed_step():
-    from tasks.multitask.step_cost import step_seconds
+def test_step_cost_compares_configs_of_one_task(tmp_path):
+    """Two detector configs (the box head 256 and 1024 wide), interleaved: the defaults first, ratio 1.00."""
+    proc = run_benchmark("--step-cost", "--task", "detection", "--backbone", "resnet18", "--configs", "defaults",
+                         "task.model.representation_size=1024 task.model.box_batch_size_per_image=128", "--steps",
+                         "3", "--repeats", "2", "--override", "data.synthetic.train_images=8",
+                         "data.synthetic.val_images=2", "data.synthetic.test_images=2", "data.synthetic.image_size=64",
+                         "data.num_workers=0", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "detection model" in proc.stdout and "2 rounds x 2 timed steps per config" in proc.stdout
+    rows = {r.split("|")[1].strip(): r.split("|")[2:4] for r in proc.stdout.splitlines() if r.startswith("| ")}
+    wide = "task.model.representation_size=1024 task.model.box_batch_size_per_image=128"
+    assert rows.keys() == {"config", "defaults", wide}
+    assert float(rows["defaults"][1]) == 1.0 and float(rows[wide][0]) > 0 and float(rows[wide][1]) > 0
+
+
+def test_step_cost_refuses_what_it_cannot_time():
+    from tasks.step_cost import parse_configs, step_seconds
 
     with pytest.raises(ValueError, match="at least 2 steps"):
-        step_seconds(["equal"], [], steps=1)
+        step_seconds({"equal": []}, ["task=multitask"], steps=1)
+    with pytest.raises(ValueError, match="give at least two with --configs"):
+        parse_configs(["defaults"])
+    with pytest.raises(ValueError, match="a config is given twice"):
+        parse_configs(["defaults", "defaults"])
+    assert parse_configs(["defaults", "a=1 b=2"]) == {"defaults": [], "a=1 b=2": ["a=1", "b=2"]}
+    tiny = ["task=segmentation", "backbone=resnet18", "data.synthetic.train_images=4", "data.synthetic.val_images=2",
+            "data.synthetic.test_images=2", "data.synthetic.image_size=32", "data.num_workers=0"]
+    with pytest.raises(ValueError, match="gives only 1 batch"):  # 4 images, batch 16: one step per epoch
+        step_seconds({"defaults": []}, tiny, steps=2, rounds=1)

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from ..train_run import train
@@ -26,33 +25,6 @@ from ..train_run import train
 MAIN_METRIC = {"detection": "detection/AP", "instance_segmentation": "instance_segmentation/segm/AP",
                "segmentation": "segmentation/mIoU", "classification": "classification/mAP"}
 TARGETS = {"delta": 0.0, "drop_points": 1.0, "inference_ratio": 0.5, "train_ratio": 0.6}
-
-
-class TrainStepTime(L.Callback):
-    """Logs `time/train_steps_s` once per epoch: the seconds its training steps took (forward, backward, optimizer
-    step), without data loading, validation or logging between steps; `steps` keeps every step's seconds."""
-
-    def __init__(self) -> None:
-        self.total, self.start = 0.0, 0.0
-        self.steps: list[float] = []
-
-    def _now(self) -> float:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.total = 0.0
-
-    def on_train_batch_start(self, *args: object) -> None:
-        self.start = self._now()
-
-    def on_train_batch_end(self, *args: object) -> None:
-        self.steps.append(self._now() - self.start)
-        self.total += self.steps[-1]
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("time/train_steps_s", self.total, sync_dist=True, reduce_fx="max")
 
 
 @dataclass
@@ -72,7 +44,7 @@ def train_run(run: Run, seed: int, overrides: Sequence[str]) -> Run:
     """`python train.py task=multitask task.heads=[...]` in a subprocess; reads the CSV log."""
     args = ["task=multitask", f"task.heads=[{','.join(run.heads)}]", f"task.module.weighting.method={run.weighting}",
             f"seed={seed}", "callbacks=minimal",
-            "+callbacks.step_time._target_=tasks.multitask.benchmark.TrainStepTime", *overrides]
+            "+callbacks.step_time._target_=tasks.step_cost.TrainStepTime", *overrides]
     result = train(args, run.run_dir)
     run.wall_seconds, run.error = result.seconds, result.error
     if run.error:
