@@ -99,3 +99,44 @@ def check_segmentation_sizes(image_size: int | None, eval_size: int | None, size
         problems.warning("image size", f"data.image_size={image_size} (the training crop) is {ratio:.2g}x {what}, "
                                        f"the scale training is jittered around: {effect}; data.image_size=null crops "
                                        f"{to_multiple(base, 32)} px, the data's own size")
+
+
+def detector_box_sides(images: Sequence[Any], min_size: int, max_size: int) -> np.ndarray:
+    """sqrt(width x height) of every non-crowd box as the detector sees it: each image resized as torchvision's
+    `GeneralizedRCNNTransform` does in evaluation (short side to `min_size`, long side at most `max_size`).
+    `images`: `data.coco.CocoImage`s (boxes (N, 4) xyxy px)."""
+    sides = []
+    for image in images:
+        if len(image.boxes) == 0:
+            continue
+        scale = min(min_size / min(image.width, image.height), max_size / max(image.width, image.height))
+        boxes = image.boxes[image.iscrowd == 0]
+        wh = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None) * scale
+        sides.append(np.sqrt(wh[:, 0] * wh[:, 1]))
+    return np.concatenate(sides) if sides else np.zeros(0)
+
+
+def check_anchor_sizes(anchor_sizes: Sequence[Sequence[int]], box_sides: np.ndarray,
+                       problems: Problems = RAISE) -> None:
+    """The detector's anchors (px at its input scale, one tuple per feature level) far from the training boxes'
+    median side `box_sides` (at the same scale, `detector_box_sides`): below the smallest anchor / FAR the RPN's
+    anchors barely overlap the objects (IoU under 1/4), above the largest x FAR none fits them either. The fix
+    scales every anchor by one power of two so that the smallest is the largest power of two at or below the
+    median side (the largest at or above it, for big boxes)."""
+    if len(box_sides) == 0:
+        return
+    median = float(np.median(box_sides))
+    smallest, largest = min(min(s) for s in anchor_sizes), max(max(s) for s in anchor_sizes)
+    if median >= smallest / FAR and median <= largest * FAR:
+        return
+    if median < smallest:  # the smallest anchor moves down to the boxes' size
+        factor = 2.0 ** np.floor(np.log2(median)) / smallest
+        where = f"{smallest / median:.2g}x below the smallest anchor ({smallest} px)"
+    else:  # the largest anchor moves up to it
+        factor = 2.0 ** np.ceil(np.log2(median)) / largest
+        where = f"{median / largest:.2g}x above the largest anchor ({largest} px)"
+    fixed = [[max(1, round(s * factor)) for s in level] for level in anchor_sizes]
+    problems.warning("anchor size", f"the training boxes' median side ({median:.1f} px at the detector's input "
+                                    f"scale, sqrt of the box area, from {len(box_sides)} boxes) is {where}: the RPN "
+                                    "finds few anchors that overlap the objects; task.model.anchor_sizes="
+                                    f"{str(fixed).replace(' ', '')} starts the anchors at the data's own size")

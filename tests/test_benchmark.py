@@ -106,8 +106,9 @@ def test_multitask_benchmark_trains_each_head_alone_and_together(tmp_path):
 def test_step_cost_times_each_weighting_on_the_same_joint_model(tmp_path):
     proc = run_benchmark("--multitask", "--step-cost", "--heads", "segmentation", "classification", "--weightings",
                          "equal", "pcgrad", "gradnorm", "--steps", "3", "--repeats", "2", "--override",
-                         "data.synthetic.train_images=12", "data.synthetic.val_images=2", "data.synthetic.test_images=2",
-                         "data.synthetic.image_size=64", "data.num_workers=0", tmp_path=tmp_path)
+                         "data.synthetic.train_images=12", "data.synthetic.val_images=2",
+                         "data.synthetic.test_images=2", "data.synthetic.image_size=64", "data.num_workers=0",
+                         tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 rounds x 2 timed training steps (and up to as many validation batches) per weighting" in proc.stdout
     rows = {r.split("|")[1].strip(): r.split("|")[2:6] for r in proc.stdout.splitlines() if r.startswith("| ")}
@@ -134,7 +135,7 @@ def test_latency_benchmark_prints_percentiles_throughput_and_memory(task, tmp_pa
 def test_recipes_benchmark_trains_cerberus_and_the_plain_loop_on_a_kind(tmp_path):
     """One kind, the defaults and the plain smp loop, one epoch on 8 images: one table row with both and the ratio."""
     proc = run_benchmark("--recipes", "defaults", "plain", "--kinds", "thin", "--epochs", "1", "--override",
-                         "data.synthetic.train_images=12", "data.synthetic.val_images=2", "data.synthetic.test_images=2",
+                         "data.synthetic.train_images=8", "data.synthetic.val_images=2", "data.synthetic.test_images=2",
                          "data.num_workers=0", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
@@ -150,7 +151,7 @@ def test_detection_recipes_train_cerberus_and_torchvision_at_equal_epochs_and_eq
     """One kind, 1 epoch on 8 images: the defaults, the plain torchvision loop, and the plain loop for the defaults'
     wall time; one row with AP (seconds) each and both differences."""
     proc = run_benchmark("--recipes", "defaults", "plain", "plain@defaults-time", "--task", "detection", "--kinds",
-                         "small", "--epochs", "1", "--override", "data.synthetic.train_images=12",
+                         "small", "--epochs", "1", "--override", "data.synthetic.train_images=8",
                          "data.synthetic.val_images=2", "data.synthetic.test_images=2", "data.synthetic.image_size=64",
                          "data.num_workers=0", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -180,14 +181,14 @@ def test_step_cost_compares_configs_of_one_task(tmp_path):
     """Two detector configs (the box head 256 and 1024 wide), interleaved: training steps and validation batches, the
     defaults first, ratio 1.00."""
     proc = run_benchmark("--step-cost", "--task", "detection", "--backbone", "resnet18", "--configs", "defaults",
-                         "task.model.representation_size=1024 task.model.box_batch_size_per_image=128", "--steps",
+                         "task.model.representation_size=1024 task.model.box_batch_size_per_image=32", "--steps",
                          "3", "--repeats", "2", "--override", "data.synthetic.train_images=12",
                          "data.synthetic.val_images=2", "data.synthetic.test_images=2", "data.synthetic.image_size=64",
                          "data.num_workers=0", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "detection model" in proc.stdout and "2 rounds x 2 timed training steps" in proc.stdout
     rows = {r.split("|")[1].strip(): r.split("|")[2:6] for r in proc.stdout.splitlines() if r.startswith("| ")}
-    wide = "task.model.representation_size=1024 task.model.box_batch_size_per_image=128"
+    wide = "task.model.representation_size=1024 task.model.box_batch_size_per_image=32"
     assert rows.keys() == {"config", "defaults", wide}
     assert float(rows["defaults"][1]) == 1.0 and float(rows["defaults"][3]) == 1.0
     assert all(float(v) > 0 for v in rows[wide])  # training ms, its ratio, validation ms, its ratio

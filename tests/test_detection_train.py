@@ -82,3 +82,44 @@ def test_detection_ddp_two_cpu_processes(tmp_path):
     assert len(list(tmp_path.rglob("metrics.csv"))) == 1  # rank 0 logs
     assert [p.name for p in (run_dir / "val_predictions").iterdir()] == ["epoch000.png"]
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_anchors_far_from_the_boxes_are_said_at_start_with_the_fix(tmp_path):
+    """The `small` kind at 64 px: boxes of a few px against torchvision's smallest anchor of 32 px."""
+    tiny = [o for o in TINY if not o.startswith(("trainer.", "data.synthetic.num_classes"))]
+    proc = run_train(*tiny, "data.synthetic.kind=small", "+trainer.fast_dev_run=true", "logger=csv", cwd=tmp_path)
+    assert_ok(proc)
+    said = proc.stdout + proc.stderr
+    assert "below the smallest anchor (32 px)" in said and "task.model.anchor_sizes=[[4],[8],[16],[32],[64]]" in said
+
+
+def test_anchor_check_scales_the_anchors_to_the_median_box():
+    import numpy as np
+
+    from data.coco import CocoImage
+    from data.errors import Problems
+    from data.scale import check_anchor_sizes, detector_box_sides
+
+    def image(side: float, width: int = 128, height: int = 96, crowd: int = 0) -> CocoImage:
+        return CocoImage(0, None, width, height, np.array([[0, 0, side, side]], np.float32), np.array([1]),
+                         np.array([crowd]), np.array([side * side], np.float32))
+
+    # the short side 96 -> 144 (x1.5, long side 192 <= 200); the crowd box and the image without boxes do not count
+    empty = CocoImage(1, None, 64, 64, np.zeros((0, 4), np.float32), *(np.zeros(0),) * 3)
+    sides = detector_box_sides([image(6), image(8), image(40, crowd=1), empty], min_size=144, max_size=200)
+    assert sides.tolist() == [9.0, 12.0]
+    fpn = [[32], [64], [128], [256], [512]]
+    found = Problems(strict=False)
+    check_anchor_sizes(fpn, sides, found)  # median 10.5 px: 3x below 32
+    (problem,) = found.found
+    assert problem.kind == "anchor size" and "task.model.anchor_sizes=[[8],[16],[32],[64],[128]]" in problem.message
+    for median in (16.0, 1024.0):  # within FAR (2x) of the smallest and of the largest anchor: nothing said
+        quiet = Problems(strict=False)
+        check_anchor_sizes(fpn, np.array([median]), quiet)
+        assert quiet.found == []
+    big = Problems(strict=False)
+    check_anchor_sizes([[32, 64, 128, 256, 512]], np.array([3000.0]), big)  # one level, five sizes: all scale up
+    assert "task.model.anchor_sizes=[[256,512,1024,2048,4096]]" in big.found[0].message
+    nothing = Problems(strict=False)
+    check_anchor_sizes(fpn, np.zeros(0), nothing)
+    assert nothing.found == []

@@ -8,6 +8,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from data.scale import check_anchor_sizes, detector_box_sides
 
 from ..module import HeadsTask
 from ..parts import HeadPart
@@ -49,6 +53,16 @@ class DetectionPart(HeadPart):
         self.masks = masks
         self.set_metrics({s: CocoMetrics(masks=masks) for s in ("val", "test")})
         self.vis_score_threshold = vis_score_threshold
+
+    def setup(self, module: L.LightningModule, stage: str) -> None:
+        """Fitting starts: say when the anchors are far from the training boxes' sizes (`check_anchor_sizes`)."""
+        source = getattr(getattr(module.trainer, "datamodule", None), "source", None)
+        if stage != "fit" or source is None:
+            return
+        anchors = next(m for m in module.model.modules() if isinstance(m, AnchorGenerator))
+        resize = next(m for m in module.model.modules() if isinstance(m, GeneralizedRCNNTransform))
+        sides = detector_box_sides(source.index("train").images, int(resize.min_size[-1]), int(resize.max_size))
+        check_anchor_sizes(anchors.sizes, sides)
 
     def joint_targets(self, targets: Any) -> tuple[tuple[dict[str, Any], ...], list[bool]]:
         """(the per-image dicts, per image whether it is labelled for this head: boxes, and masks with a mask
