@@ -601,12 +601,13 @@ def main() -> None:
         if args.multitask:
             configs = {m: [f"task.module.weighting.method={m}"] for m in args.weightings}
             base = ["task=multitask", f"task.heads=[{','.join(args.heads)}]"]
-            what, model = "weighting", "joint model"
+            what, model, reference = "weighting", "joint model", "equal"
         else:
             configs = parse_configs(args.configs)
             base = [f"task={args.task}"] + ([f"backbone={args.backbone}"] if args.backbone else [])
-            what, model = "config", f"{args.task} model"
-        print(main_step_cost(configs, [*base, *args.override], args.steps or 6, args.repeats, args.seed, what, model))
+            what, model, reference = "config", f"{args.task} model", None
+        print(main_step_cost(configs, [*base, *args.override], args.steps or 6, args.repeats, args.seed, what, model,
+                             reference))
         return
     if args.multitask:
         from tasks.multitask.benchmark import main_multitask

@@ -132,8 +132,9 @@ def parse_configs(configs: Sequence[str]) -> dict[str, list[str]]:
 
 
 def main_step_cost(configs: Mapping[str, Sequence[str]], base: Sequence[str], steps: int, rounds: int, seed: int,
-                   what: str = "config", model: str = "model") -> str:
+                   what: str = "config", model: str = "model", reference: str | None = None) -> str:
+    """The table of `step_seconds`, ratios to `reference` (default: the first config)."""
     times, eval_times = step_seconds(configs, base, steps=steps, rounds=rounds, seed=seed)
     return (f"\n{model}, {torch.get_num_threads()} threads, torch {torch.__version__}: {rounds} rounds x "
             f"{steps - 1} timed training steps (and up to as many validation batches) per {what}, interleaved\n"
-            + report_step_cost(times, eval_times, what, base="equal"))
+            + report_step_cost(times, eval_times, what, base=reference))
