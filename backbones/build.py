@@ -16,6 +16,8 @@ TASK_KEYS = {
     # frozen BatchNorm without pretrained statistics: measure them first (tasks/bn_calibration.py)
     "calibrate_bn": "auto",
     "calibrate_bn_batches": 8,  # training batches those statistics are measured on
+    # with it at random init: each residual branch's last frozen norm gets the gain 1 / sqrt(blocks in its stage)
+    "scale_residuals": True,
     # the model's input normalisation (RGB in [0, 1]); null: the statistics of `weights` (ImageNet for random init)
     "mean": None,
     "std": None,

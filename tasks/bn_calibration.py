@@ -4,6 +4,14 @@ A FrozenBatchNorm built at random initialisation holds mean 0 / variance 1 and s
 deep ResNet the activations then grow layer after layer (c5 std about 21 for a ResNet-50 at unit input) and a
 detector diverges on its first step. detectron2's frozen-BN recipe assumes pretrained statistics; without them
 Cerberus measures the statistics on the training data first (what pretraining would have provided), once per run.
+
+Measured statistics alone leave a deep body far from unit scale: each residual branch is normalised to unit
+variance and added to the stream, block after block, and an image unlike the ones measured is amplified on the way
+(a ResNet-101's c5 std 65 on the calibration images, 133 on new ones; a ResNeXt-101 32x8d detector's first training
+batch reached c4 std 157 and loss 46). So at random init each block's last frozen norm first gets the gain
+1 / sqrt(blocks in its stage), as Fixup / SkipInit shrink residual branches, so a stage adds about unit variance
+whatever its depth (ResNet-101: c5 std 5.3 and 9.7; the ResNeXt's first loss 5.2). A norm that timm initialised to
+0 (`zero_init_last`) is left at 0: revived at that gain, ResNeSt's and ResNet-D's bodies blew up within 3 steps.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import torchvision.ops
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from omegaconf import DictConfig, open_dict
 from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,30 @@ def measuring(norms: list[nn.Module]) -> Iterator[None]:
             h.remove()
 
 
+def residual_branch_norms(model: nn.Module) -> dict[nn.Module, float]:
+    """The last frozen norm of each residual block's branch (torchvision's `BasicBlock` / `Bottleneck`, timm's
+    blocks: those with `zero_init_last`) unless its gain is 0, with the gain 1 / sqrt(number of such blocks in the
+    block's stage)."""
+    stages: dict[str, list[nn.Module]] = {}
+    for name, block in model.named_modules():
+        if isinstance(block, (BasicBlock, Bottleneck)) or hasattr(block, "zero_init_last"):
+            norms = [m for m in block.children() if isinstance(m, FROZEN_NORMS)]
+            # a live (trainable) norm learns its own gain; timm's zero-initialised one is left at 0 (module docstring)
+            if norms and bool(norms[-1].weight.any()):
+                stages.setdefault(name.rpartition(".")[0], []).append(norms[-1])
+    return {norm: len(norms) ** -0.5 for norms in stages.values() for norm in norms}
+
+
+def scale_residual_branches(model: nn.Module) -> int:
+    """Give each residual branch's last frozen norm its gain (`residual_branch_norms`); only for random init, whose
+    affine weights are 1 and carry nothing learned. Returns how many norms were set."""
+    gains = residual_branch_norms(model)
+    for norm, gain in gains.items():
+        norm.weight.fill_(gain)
+        norm.bias.zero_()
+    return len(gains)
+
+
 def calibrate(module: L.LightningModule, batches: list[Any]) -> int:
     """Run `module(batch[0])` (the images of each batch, every task's forward input) with the frozen norms
     measuring; returns how many norms were calibrated."""
@@ -80,20 +113,23 @@ class BatchNormCalibration(L.Callback):
     under DDP the statistics are averaged over the ranks. Runs once per run: its state in the checkpoint keeps a
     resumed run from measuring again."""
 
-    def __init__(self, num_batches: int = 8) -> None:
+    def __init__(self, num_batches: int = 8, scale_residuals: bool = True) -> None:
         self.num_batches = num_batches
+        self.scale_residuals = scale_residuals  # random init only: pretrained gains are kept
         self.done = False
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.done or trainer.datamodule is None:
             return
         batches = list(islice(iter(trainer.datamodule.train_dataloader()), self.num_batches))
+        scaled = scale_residual_branches(pl_module) if self.scale_residuals else 0  # before: the stream it measures
         count = calibrate(pl_module, batches)
         for m in frozen_norms(pl_module):  # every rank the same statistics
             m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
             m.running_var.copy_(trainer.strategy.reduce(m.running_var, reduce_op="mean"))
         self.done = True
-        log.info("frozen BatchNorm: statistics of %d layers measured on %d training batches", count, len(batches))
+        log.info("frozen BatchNorm: statistics of %d layers measured on %d training batches%s", count, len(batches),
+                 f", {scaled} residual branches scaled by 1/sqrt(blocks per stage)" if scaled else "")
 
     def state_dict(self) -> dict[str, Any]:
         return {"done": self.done}
@@ -122,7 +158,8 @@ def resolve_norm_policy(cfg: DictConfig) -> list[L.Callback]:
         batches = int(bb.get("calibrate_bn_batches", 8))
         log.info("backbone: %s, %s with frozen BatchNorm: its statistics are measured on %d training batches "
                  "before the first step (backbone.calibrate_bn=true)", bb.name, source, batches)
-        return [BatchNormCalibration(batches)]
+        scale = bool(bb.get("scale_residuals", True)) and not pretrained  # pretrained gains are the weights' own
+        return [BatchNormCalibration(batches, scale_residuals=scale)]
     norm = "frozen BatchNorm" if frozen else f"norm={bb.get('norm')}"
     log.info("backbone: %s, %s, %s, freeze_at=%s (backbone.calibrate_bn=false)", bb.name, source, norm,
              bb.get("freeze_at"))

@@ -120,11 +120,11 @@ def report_step_cost(times: Mapping[str, Sequence[float]], eval_times: Mapping[s
 
 
 def parse_configs(configs: Sequence[str]) -> dict[str, list[str]]:
-    """`--configs defaults "task.model.representation_size=1024 ..."`: one config per argument, its overrides
+    """`--configs defaults "task.model.representation_size=256 ..."`: one config per argument, its overrides
     separated by spaces; `defaults` is the task's own config."""
     if len(configs) < 2:
         raise ValueError("--step-cost compares configs: give at least two with --configs, e.g. "
-                         "--configs defaults task.model.representation_size=1024")
+                         "--configs defaults task.model.representation_size=256")
     parsed = {c: ([] if c == "defaults" else c.split()) for c in configs}
     if len(parsed) < len(configs):
         raise ValueError(f"--configs {' '.join(configs)}: a config is given twice")

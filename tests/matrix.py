@@ -272,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fit", action="store_true",
                         help="run each cell's whole default training (minutes to an hour each on a CPU) and report "
                              "its test metric instead of a few steps")
-    parser.add_argument("--extra", nargs="*", default=[], help="--fit: more train.py overrides for every cell")
+    parser.add_argument("--extra", nargs="*", default=[],
+                        help="more train.py overrides for every cell, e.g. task.model.representation_size=256")
     args = parser.parse_args(argv)
     if args.fit:
         return main_fit(cells(args.tasks, args.backbones, args.necks), args.extra)
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     todo = cells(args.tasks, args.backbones, args.necks)
     rows = []
     for i, (task, backbone, neck) in enumerate(todo, 1):
-        cell = run_cell(task, backbone, neck, steps=args.steps, horizon=args.horizon)
+        cell = run_cell(task, backbone, neck, steps=args.steps, extra=args.extra, horizon=args.horizon)
         rows.append(cell)
         status = "ok" if cell.ok else f"FAILED {cell.error or 'non-finite loss'}"
         print(f"[{i}/{len(todo)}] {task} {backbone} {neck}: {status} ({cell.seconds_per_step:.2f} s/step)",

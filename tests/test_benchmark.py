@@ -178,20 +178,20 @@ def test_equal_time_epochs_scale_by_the_measured_seconds():
 
 
 def test_step_cost_compares_configs_of_one_task(tmp_path):
-    """Two detector configs (the box head 256 and 1024 wide), interleaved: training steps and validation batches, the
+    """Two detector configs (the box head 1024 and 256 wide), interleaved: training steps and validation batches, the
     defaults first, ratio 1.00."""
     proc = run_benchmark("--step-cost", "--task", "detection", "--backbone", "resnet18", "--configs", "defaults",
-                         "task.model.representation_size=1024 task.model.box_batch_size_per_image=32", "--steps",
+                         "task.model.representation_size=256 task.model.box_batch_size_per_image=32", "--steps",
                          "3", "--repeats", "2", "--override", "data.synthetic.train_images=12",
                          "data.synthetic.val_images=2", "data.synthetic.test_images=2", "data.synthetic.image_size=64",
                          "data.num_workers=0", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "detection model" in proc.stdout and "2 rounds x 2 timed training steps" in proc.stdout
     rows = {r.split("|")[1].strip(): r.split("|")[2:6] for r in proc.stdout.splitlines() if r.startswith("| ")}
-    wide = "task.model.representation_size=1024 task.model.box_batch_size_per_image=32"
-    assert rows.keys() == {"config", "defaults", wide}
+    narrow = "task.model.representation_size=256 task.model.box_batch_size_per_image=32"
+    assert rows.keys() == {"config", "defaults", narrow}
     assert float(rows["defaults"][1]) == 1.0 and float(rows["defaults"][3]) == 1.0
-    assert all(float(v) > 0 for v in rows[wide])  # training ms, its ratio, validation ms, its ratio
+    assert all(float(v) > 0 for v in rows[narrow])  # training ms, its ratio, validation ms, its ratio
 
 
 def test_step_cost_refuses_what_it_cannot_time():
