@@ -93,18 +93,48 @@ def scale_residual_branches(model: nn.Module) -> int:
     return len(gains)
 
 
+class _BodyDone(Exception):
+    """Raised after the part of the model holding every frozen norm has run: the heads' work is not needed."""
+
+
+def _norms_holder(module: nn.Module, norms: list[nn.Module]) -> nn.Module | None:
+    """The registry backbone of `module.model.body` when it holds every frozen norm (every task's model), else None."""
+    from backbones.base import registry_backbone
+
+    body = getattr(getattr(module, "model", None), "body", None)
+    if not isinstance(body, nn.Module):
+        return None
+    holder = registry_backbone(body)
+    inside = {id(m) for m in holder.modules()}
+    return holder if all(id(n) in inside for n in norms) else None
+
+
 def calibrate(module: L.LightningModule, batches: list[Any]) -> int:
     """Run `module(batch[0])` (the images of each batch, every task's forward input) with the frozen norms
-    measuring; returns how many norms were calibrated."""
+    measuring; returns how many norms were calibrated. The forward stops once the backbone that holds the norms
+    has run (a detector's heads would otherwise run their whole inference on every batch, for nothing)."""
     norms = frozen_norms(module)
     if not norms or not batches:
         return 0
+    holder = _norms_holder(module, norms)
+
+    def stop(*_: Any) -> None:
+        raise _BodyDone
+
+    handle = holder.register_forward_hook(stop) if holder is not None else None
     was_training = module.training
     module.eval()  # dropout off; trainable BatchNorms keep their own statistics
-    with torch.no_grad(), measuring(norms):
-        for batch in batches:
-            module(move_data_to_device(batch, module.device)[0])
-    module.train(was_training)
+    try:
+        with torch.no_grad(), measuring(norms):
+            for batch in batches:
+                try:
+                    module(move_data_to_device(batch, module.device)[0])
+                except _BodyDone:
+                    pass
+    finally:
+        if handle is not None:
+            handle.remove()
+        module.train(was_training)
     return len(norms)
 
 
