@@ -31,6 +31,8 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from backbones.base import registry_backbone
+
 log = logging.getLogger(__name__)
 
 # timm freezes plain BatchNorms into torchvision's class, its BatchNormAct2d into its own
@@ -99,8 +101,6 @@ class _BodyDone(Exception):
 
 def _norms_holder(module: nn.Module, norms: list[nn.Module]) -> nn.Module | None:
     """The registry backbone of `module.model.body` when it holds every frozen norm (every task's model), else None."""
-    from backbones.base import registry_backbone
-
     body = getattr(getattr(module, "model", None), "body", None)
     if not isinstance(body, nn.Module):
         return None
