@@ -41,7 +41,8 @@ class HeadsTask(TaskModule):
             without any label in a batch stays out of it (its zero loss only ties its parameters into backward).
         head_lr_mult: head name -> factor on the base lr of that head's parameters (default 1).
         weighting_lr_mult: factor on the base lr of the weighting's learned weights (uncertainty, gradnorm): with
-            AdamW each step moves a weight by about the lr, 2e-4 by default, so over a short run they hardly move.
+            AdamW each step moves a weight by about the lr, multitask's 2e-4 by default, so over a short run they
+            hardly move.
         score: logged name without the split (e.g. "detection/AP") -> weight: `val/score`, `test/score` are the
             weighted mean of those metrics, for choosing the best checkpoint of a joint run (`task.monitor`).
         vis_images: validation images drawn each epoch (0: none).

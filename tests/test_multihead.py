@@ -37,8 +37,8 @@ def test_single_task_losses_equal_the_single_task_models_before(cell):
     task, backbone, neck = cell.split("/")
     expected = json.loads(REFERENCE.read_text())[cell]["losses"]
     # defaults changed since (issue 16): segmentation's schedule, scale and colour jitter; the R-CNNs' box head
-    # width and their residual branches' gain at random init. The recorded ones, pinned
-    rcnn = ["backbone.scale_residuals=false", "task.model.representation_size=256"]
+    # width, their residual branches' gain at random init and their lr. The recorded ones, pinned
+    rcnn = ["backbone.scale_residuals=false", "task.model.representation_size=256", "optim.lr=2e-4"]
     extra = {"segmentation": PREVIOUS, "detection": rcnn, "instance_segmentation": rcnn}.get(task, [])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
