@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from itertools import islice
 from typing import Any
 
@@ -127,10 +127,8 @@ def calibrate(module: L.LightningModule, batches: list[Any]) -> int:
     try:
         with torch.no_grad(), measuring(norms):
             for batch in batches:
-                try:
+                with suppress(_BodyDone):
                     module(move_data_to_device(batch, module.device)[0])
-                except _BodyDone:
-                    pass
     finally:
         if handle is not None:
             handle.remove()
